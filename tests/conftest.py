@@ -1,0 +1,88 @@
+"""Shared fixtures: a private redis-server per test session and a fresh store per test.
+
+Nothing is mocked: Redis tests talk to a redis-server this session started on a free port,
+SQLite tests to a real file under ``tmp_path``. Each Redis test gets its own key prefix, so
+tests never see each other's keys and need no FLUSHALL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from calmq.settings import Settings
+from calmq.stores import open_store
+from calmq.stores.base import Store
+from tests.redis_server import RedisServer, unique_prefix
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    return redis_server.url
+
+
+@pytest.fixture
+def key_prefix(request: pytest.FixtureRequest) -> str:
+    return unique_prefix(request.node.name)
+
+
+@pytest.fixture
+def redis_settings(redis_server: RedisServer, key_prefix: str) -> Settings:
+    return Settings(url=redis_server.url, key_prefix=key_prefix)
+
+
+@pytest.fixture
+def redis_store(redis_settings: Settings) -> Iterator[Store]:
+    store = open_store(redis_settings.url, redis_settings)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def sqlite_settings(tmp_path: pytest.TempPathFactory) -> Settings:
+    return Settings(url=f"sqlite:///{tmp_path}/calmq.sqlite3")
+
+
+@pytest.fixture
+def sqlite_store(sqlite_settings: Settings) -> Iterator[Store]:
+    store = open_store(sqlite_settings.url, sqlite_settings)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+STORE_KINDS = ["redis", "sqlite-file", "sqlite-memory"]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store_settings(request: pytest.FixtureRequest, tmp_path: object) -> Settings:
+    """Settings for each store kind; tests using it run once per store."""
+    kind = request.param
+    if kind == "redis":
+        server: RedisServer = request.getfixturevalue("redis_server")
+        return Settings(url=server.url, key_prefix=unique_prefix(request.node.name))
+    if kind == "sqlite-file":
+        return Settings(url=f"sqlite:///{tmp_path}/calmq.sqlite3")
+    return Settings(url="sqlite://:memory:")
+
+
+@pytest.fixture
+def store(store_settings: Settings) -> Iterator[Store]:
+    opened = open_store(store_settings.url, store_settings)
+    try:
+        yield opened
+    finally:
+        opened.close()
