@@ -48,7 +48,7 @@ class JobNotFound(CalmqError, LookupError):
     """No job with that id exists in the given queue."""
 
 
-class Retry(CalmqError):  # noqa: N818 - raised by job code as an instruction, not a failure
+class Retry(CalmqError):
     """Raise inside a job to ask for another attempt after ``delay`` seconds.
 
     The attempt still counts against the task's ``retries``; when none are left the job

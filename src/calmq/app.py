@@ -1,0 +1,198 @@
+"""App: the explicit task registry, its store and its settings. No global state.
+
+Invariants live here, above the store seam: arguments are validated and encoded, sizes
+checked and run times computed *before* any store call, so bad input never reaches storage.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ParamSpec, TypeVar, overload
+
+from calmq.errors import ConfigurationError, PayloadTooLarge, UnknownTask
+from calmq.job import NewJob, new_job_id
+from calmq.retry import Backoff
+from calmq.serializers import Envelope, Serializer, make_serializer
+from calmq.settings import Settings
+from calmq.stores import open_store
+from calmq.stores.base import Store
+from calmq.task import Call, CallOptions, Job, Task, TaskOptions, validate_queue_name
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Jobs per store call in ``enqueue_many``: one round trip each, and short enough that a
+#: Redis script never runs long enough to stall other clients.
+ENQUEUE_BATCH = 1000
+
+
+class App:
+    """A calmq application: register tasks on it, enqueue through it, point workers at it.
+
+    Args:
+        url: Store URL (``redis://...``, ``sqlite:///path``); default ``CALMQ_URL`` or the
+            embedded SQLite file ``./calmq.sqlite3``.
+        settings: Everything else; default ``Settings.from_env()``.
+    """
+
+    def __init__(self, url: str | None = None, *, settings: Settings | None = None) -> None:
+        base = settings if settings is not None else Settings.from_env()
+        self.settings = base.replace(url=url) if url else base
+        self.url = self.settings.resolved_url()
+        self.tasks: dict[str, Task[Any, Any]] = {}
+        self.serializer: Serializer = make_serializer(self.settings.serializer)
+        self._store: Store | None = None
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"<calmq.App {self.store_display_url} tasks={len(self.tasks)}>"
+
+    @property
+    def store_display_url(self) -> str:
+        from calmq.stores import redact_url
+
+        return redact_url(self.url)
+
+    # --- registry ------------------------------------------------------------------
+    @overload
+    def task(self, fn: Callable[P, R], /) -> Task[P, R]: ...
+
+    @overload
+    def task(
+        self, fn: None = None, /, *, name: str | None = None, queue: str = "default", retries: int = 3,
+        timeout: float | None = None, priority: int = 0, backoff: Backoff | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...  # fmt: skip
+
+    def task(
+        self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+        queue: str = "default", retries: int = 3, timeout: float | None = None,
+        priority: int = 0, backoff: Backoff | None = None,
+    ) -> Any:  # fmt: skip
+        """Register a function (sync or async) as a task: ``@app.task`` or
+        ``@app.task(queue="sms", retries=5, timeout=30, priority=5)``."""
+        options = TaskOptions(queue, retries, timeout, priority, backoff or Backoff())
+
+        def register(func: Callable[..., Any]) -> Task[Any, Any]:
+            task_name = name or f"{func.__module__}.{func.__qualname__}"
+            if task_name in self.tasks:
+                raise ConfigurationError(f"task {task_name!r} is already registered")
+            task: Task[Any, Any] = Task(self, func, task_name, options)
+            self.tasks[task_name] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, name: str) -> Task[Any, Any]:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            raise UnknownTask(f"no task named {name!r} is registered on this app") from None
+
+    # --- store ---------------------------------------------------------------------
+    @property
+    def store(self) -> Store:
+        """The store, opened on first use (one per App, shared by its threads)."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = open_store(self.url, self.settings)
+        return self._store
+
+    @property
+    def producer_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """Threads that run store calls for asyncio producers; as many as pool connections,
+        so async producers can never open more connections than sync ones."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        self.settings.pool_size, thread_name_prefix="calmq-producer"
+                    )
+        return self._executor
+
+    def close(self) -> None:
+        """Close the store and producer threads. Idempotent."""
+        with self._lock:
+            store, self._store = self._store, None
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+        if store is not None:
+            store.close()
+
+    # --- enqueue -------------------------------------------------------------------
+    def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> Job:
+        """Enqueue a registered task by name (untyped; prefer ``task.enqueue``)."""
+        return self.enqueue_calls(self.get_task(task_name), [Call(args, kwargs)], CallOptions())[0]
+
+    def enqueue_calls(
+        self, task: Task[Any, Any], calls: Sequence[Call], options: CallOptions
+    ) -> list[Job]:
+        """Validate and encode every call, then store them in batches. Nothing is stored
+        when any call is invalid."""
+        new_jobs = [self._new_job(task, call, options) for call in calls]
+        if options.job_id is not None and len(new_jobs) > 1:
+            raise ConfigurationError("job_id applies to one job; use Call(job_id=...) per job")
+        jobs: list[Job] = []
+        for start in range(0, len(new_jobs), ENQUEUE_BATCH):
+            batch = new_jobs[start : start + ENQUEUE_BATCH]
+            results = self.store.enqueue(batch)
+            jobs.extend(
+                Job.from_result(self, nj.queue, task.name, r)
+                for nj, r in zip(batch, results, strict=True)
+            )
+        return jobs
+
+    def _new_job(self, task: Task[Any, Any], call: Call, options: CallOptions) -> NewJob:
+        defaults = task.defaults
+        queue = options.queue or defaults.queue
+        validate_queue_name(queue)
+        retries = defaults.retries if options.retries is None else options.retries
+        priority = call.priority if call.priority is not None else options.priority
+        priority = defaults.priority if priority is None else priority
+        checked = TaskOptions(queue, retries, options.timeout, priority)  # validates ranges
+        backoff = options.backoff
+        envelope = Envelope(
+            a=list(call.args),
+            k=dict(call.kwargs),
+            t=checked.timeout,
+            b=[backoff.base, backoff.cap] if backoff else None,
+        )
+        payload = self.serializer.encode(envelope)
+        if len(payload) > self.settings.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"job for {task.name!r} encodes to {len(payload)} bytes, over the limit of"
+                f" {self.settings.max_payload_bytes} (Settings.max_payload_bytes); store large"
+                " data elsewhere and pass a reference"
+            )
+        delay_ms, run_at_ms = _run_time(call.delay or options.delay, options.at)
+        job_id = call.job_id or options.job_id or new_job_id()
+        if not 0 < len(job_id) <= 200 or any(c in job_id for c in "{}") or job_id.isspace():
+            raise ConfigurationError(f"bad job id {job_id!r}: 1-200 characters, no braces")
+        return NewJob(
+            id=job_id, queue=queue, task=task.name, payload=payload, priority=priority,
+            max_attempts=retries + 1, delay_ms=delay_ms, run_at_ms=run_at_ms,
+        )  # fmt: skip
+
+
+def _run_time(delay: float | dt.timedelta | None, at: dt.datetime | None) -> tuple[int, int | None]:
+    """(delay_ms, run_at_ms) from a relative delay or an aware datetime."""
+    if delay is not None and at is not None:
+        raise ConfigurationError("give either a delay or a run time, not both")
+    if at is not None:
+        if not isinstance(at, dt.datetime) or at.tzinfo is None:
+            raise ConfigurationError(
+                f"run time must be a timezone-aware datetime, got {at!r}"
+                " (use datetime.now(timezone.utc) + ...)"
+            )
+        return 0, int(at.timestamp() * 1000)
+    if delay is None:
+        return 0, None
+    seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+    if not isinstance(seconds, int | float) or seconds < 0 or seconds != seconds:
+        raise ConfigurationError(f"delay must be a non-negative number of seconds, got {delay!r}")
+    return int(seconds * 1000), None

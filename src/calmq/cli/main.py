@@ -1,0 +1,305 @@
+"""The ``calmq`` command line: worker, enqueue, info, dead-letter tools and the demo."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import os
+import sys
+from typing import Any
+
+import click
+import msgspec
+
+from calmq.app import App
+from calmq.errors import CalmqError
+from calmq.job import JobInfo, JobState
+from calmq.settings import Settings
+from calmq.stores import open_store, redact_url
+from calmq.stores.base import Store
+from calmq.task import CallOptions
+from calmq.worker.worker import DEFAULT_LEASE, WorkerConfig
+
+log = logging.getLogger("calmq.cli")
+
+
+def load_app(path: str) -> App:
+    """Import ``package.module:attribute`` (the current directory is importable)."""
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise click.BadParameter(f"{path!r}: expected 'package.module:app'", param_hint="APP")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise click.BadParameter(f"cannot import {module_name!r}: {exc}", param_hint="APP") from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise click.BadParameter(f"{path!r} is not a calmq.App", param_hint="APP")
+    return app
+
+
+def parse_queues(spec: str) -> tuple[list[str], dict[str, float] | None]:
+    """``sms,default`` (strict order) or ``sms:3,default:1`` (weights)."""
+    queues: list[str] = []
+    weights: dict[str, float] = {}
+    for part in spec.split(","):
+        name, _, weight = part.strip().partition(":")
+        if not name:
+            raise click.BadParameter(f"empty queue name in {spec!r}", param_hint="--queues")
+        queues.append(name)
+        if weight:
+            try:
+                weights[name] = float(weight)
+            except ValueError:
+                raise click.BadParameter(f"bad weight {weight!r}", param_hint="--queues") from None
+    return queues, (dict.fromkeys(queues, 1.0) | weights) if weights else None
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
+    )
+
+
+def store_from(url: str | None, app_path: str | None) -> Store:
+    if app_path:
+        return load_app(app_path).store
+    return open_store(url, Settings.from_env(url=url) if url else Settings.from_env())
+
+
+class CalmqGroup(click.Group):
+    """Turns calmq's own errors into one clear line and exit code 1, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CalmqError as exc:
+            click.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=CalmqGroup)
+@click.version_option(package_name="calmq")
+def cli() -> None:
+    """calmq: background jobs that never stall the caller and never get lost."""
+
+
+@cli.command()
+@click.argument("app_path", metavar="APP")
+@click.option(
+    "--queues",
+    "-q",
+    default="default",
+    show_default=True,
+    help="Comma-separated queues in strict priority order, or name:weight pairs.",
+)
+@click.option(
+    "--concurrency", "-c", default=16, show_default=True, help="Jobs at once per process."
+)
+@click.option("--processes", "-p", default=1, show_default=True, help="Worker processes.")
+@click.option("--burst", is_flag=True, help="Exit once no job is ready or running.")
+@click.option("--lease", default=DEFAULT_LEASE, show_default=True, help="Lease length, seconds.")
+@click.option(
+    "--grace",
+    default=25.0,
+    show_default=True,
+    help="Seconds to let running jobs finish after a stop signal.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["debug", "info", "warning", "error"]),
+)
+def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: bool,
+           lease: float, grace: float, log_level: str) -> None:  # fmt: skip
+    """Run workers for APP (``package.module:app``)."""
+    setup_logging(log_level)
+    queue_list, weights = parse_queues(queues)
+    config = WorkerConfig(queues=queue_list, concurrency=concurrency, lease=lease, burst=burst,
+                          grace=grace, weights=weights)  # fmt: skip
+    if processes < 1:
+        raise click.BadParameter("must be >= 1", param_hint="--processes")
+    if processes > 1:
+        from calmq.worker.supervisor import Supervisor
+
+        child = ["worker", app_path, "--queues", queues, "--concurrency", str(concurrency),
+                 "--lease", str(lease), "--grace", str(grace),
+                 "--log-level", log_level]  # fmt: skip
+        if burst:
+            child.append("--burst")
+        sys.exit(Supervisor(child, processes, burst=burst).run())
+    from calmq.worker.worker import run_worker
+
+    app = load_app(app_path)
+    code = run_worker(app, config)
+    # Sync jobs still running on threads (cancelled at the end of the grace period, their
+    # leases already released) cannot be stopped any other way: end the process without
+    # waiting for them, as the shutdown contract promises.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@cli.command()
+@click.argument("app_path", metavar="APP")
+@click.argument("task_name", metavar="TASK")
+@click.argument("args", nargs=-1)
+@click.option("--kw", multiple=True, metavar="NAME=JSON", help="A keyword argument (repeatable).")
+@click.option("--queue", default=None, help="Override the task's queue.")
+@click.option("--delay", type=float, default=None, help="Seconds from now.")
+@click.option("--priority", type=int, default=None)
+@click.option("--job-id", default=None, help="Idempotency: an existing id is not enqueued twice.")
+def enqueue(app_path: str, task_name: str, args: tuple[str, ...], kw: tuple[str, ...],
+            queue: str | None, delay: float | None, priority: int | None,
+            job_id: str | None) -> None:  # fmt: skip
+    """Enqueue TASK with JSON ARGS, e.g. ``calmq enqueue app:app send_sms '"+316..."' '"hi"'``."""
+    app = load_app(app_path)
+    task = (
+        app.get_task(task_name) if task_name in app.tasks else _task_by_short_name(app, task_name)
+    )
+    positional = [_json_arg(a) for a in args]
+    keywords = {}
+    for item in kw:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{item!r}: expected NAME=JSON", param_hint="--kw")
+        keywords[name] = _json_arg(value)
+    from calmq.task import Call
+
+    options = CallOptions(job_id=job_id, queue=queue, priority=priority, delay=delay)
+    job = app.enqueue_calls(task, [Call(positional, keywords)], options)[0]
+    verb = "enqueued" if job.created else "already exists"
+    click.echo(f"{verb}: {job.id} ({job.task} on queue {job.queue}, {job.state})")
+
+
+def _task_by_short_name(app: App, name: str) -> Any:
+    matches = [t for full, t in app.tasks.items() if full.rsplit(".", 1)[-1] == name]
+    if len(matches) != 1:
+        known = ", ".join(sorted(app.tasks)) or "none"
+        raise click.BadParameter(f"no single task named {name!r}; known: {known}",
+                                 param_hint="TASK")  # fmt: skip
+    return matches[0]
+
+
+def _json_arg(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(
+            f"{text!r} is not JSON (strings need quotes: '\"hello\"')", param_hint="ARGS"
+        ) from exc
+
+
+url_option = click.option("--url", default=None, help="Store URL (default: CALMQ_URL or SQLite).")
+app_option = click.option("--app", "app_path", default=None, help="Use APP's store and settings.")
+
+
+@cli.command()
+@url_option
+@app_option
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def info(url: str | None, app_path: str | None, as_json: bool) -> None:
+    """Jobs per queue and state: ready, scheduled, running, dead."""
+    store = store_from(url, app_path)
+    counts = store.counts()
+    if as_json:
+        click.echo(json.dumps({"store": store.display_url,
+                               "queues": [msgspec.to_builtins(c) for c in counts]}))  # fmt: skip
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"calmq queues on {redact_url(store.display_url)}")
+    for column in ("queue", "ready", "scheduled", "running", "dead"):
+        table.add_column(column, justify="left" if column == "queue" else "right")
+    for c in counts:
+        table.add_row(c.queue, str(c.ready), str(c.scheduled), str(c.running), str(c.dead))
+    if not counts:
+        table.add_row("(no queues yet)", "", "", "", "")
+    Console().print(table)
+
+
+@cli.group()
+def dead() -> None:
+    """The dead-letter store: list, replay or purge dead jobs."""
+
+
+def _queues_for(store: Store, queue: str | None) -> list[str]:
+    return [queue] if queue else store.queues()
+
+
+@dead.command("list")
+@url_option
+@app_option
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--limit", default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def dead_list(url: str | None, app_path: str | None, queue: str | None, limit: int,
+              as_json: bool) -> None:  # fmt: skip
+    """Dead jobs, newest first, with their last error."""
+    store = store_from(url, app_path)
+    jobs: list[JobInfo] = []
+    for name in _queues_for(store, queue):
+        jobs.extend(store.list_jobs(name, JobState.DEAD, limit=limit))
+    jobs.sort(key=lambda j: j.finished_at_ms or 0, reverse=True)
+    jobs = jobs[:limit]
+    if as_json:
+        rows = [{**msgspec.to_builtins(j), "payload": j.payload.decode("utf-8", "replace")}
+                for j in jobs]  # fmt: skip
+        click.echo(json.dumps(rows))
+        return
+    for j in jobs:
+        click.echo(f"{j.id}  {j.queue}  {j.task}  attempts={j.attempt}/{j.max_attempts}  {j.error}")
+    if not jobs:
+        click.echo("no dead jobs")
+
+
+@dead.command("replay")
+@click.argument("job_ids", nargs=-1)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every dead job.")
+@click.option("--queue", default=None, help="Only this queue.")
+@url_option
+@app_option
+def dead_replay(job_ids: tuple[str, ...], replay_all: bool, queue: str | None, url: str | None,
+                app_path: str | None) -> None:  # fmt: skip
+    """Put dead jobs back on their queue with fresh attempts."""
+    if bool(job_ids) == replay_all:
+        raise click.UsageError("give JOB_IDs or --all (not both)")
+    store = store_from(url, app_path)
+    total = sum(store.replay_dead(q, list(job_ids) if job_ids else None)
+                for q in _queues_for(store, queue))  # fmt: skip
+    click.echo(f"replayed {total} job(s)")
+    if job_ids and total < len(job_ids):
+        click.echo(f"{len(job_ids) - total} id(s) were not dead jobs", err=True)
+        sys.exit(1)
+
+
+@dead.command("purge")
+@click.argument("job_ids", nargs=-1)
+@click.option("--queue", default=None, help="Only this queue.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation when purging all.")
+@url_option
+@app_option
+def dead_purge(job_ids: tuple[str, ...], queue: str | None, yes: bool, url: str | None,
+               app_path: str | None) -> None:  # fmt: skip
+    """Delete dead jobs for good (all of them unless JOB_IDs are given)."""
+    store = store_from(url, app_path)
+    if not job_ids and not yes:
+        click.confirm("Delete every dead job?", abort=True)
+    total = sum(store.purge_dead(q, list(job_ids) if job_ids else None)
+                for q in _queues_for(store, queue))  # fmt: skip
+    click.echo(f"purged {total} job(s)")
+
+
+def main() -> None:
+    """Entry point of the ``calmq`` console script."""
+    from calmq.cli.demo import demo
+
+    cli.add_command(demo)
+    cli(prog_name="calmq")

@@ -1,0 +1,178 @@
+"""Tasks: a decorated function plus its defaults, and typed ways to enqueue it.
+
+``Task[P, R]`` keeps the function's signature (ParamSpec), so ``send_sms.enqueue(1, 2)`` on a
+``(to: str, body: str)`` task is a type error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime as dt
+import inspect
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
+
+from calmq.errors import ConfigurationError
+from calmq.job import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, JobInfo, JobState
+from calmq.retry import Backoff
+
+if TYPE_CHECKING:
+    from calmq.app import App
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TaskOptions:
+    """Defaults of one task; each can be overridden per call with :meth:`Task.options`."""
+
+    queue: str = "default"
+    retries: int = 3
+    timeout: float | None = None
+    priority: int = 0
+    backoff: Backoff = dataclasses.field(default_factory=Backoff)
+
+    def __post_init__(self) -> None:
+        if self.retries < 0 or self.retries > 1000:
+            raise ConfigurationError(f"retries must be in 0..1000, got {self.retries!r}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigurationError(f"timeout must be > 0 seconds or None, got {self.timeout!r}")
+        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
+            raise ConfigurationError(
+                f"priority must be in {MIN_PRIORITY}..{MAX_PRIORITY}, got {self.priority!r}"
+            )
+        validate_queue_name(self.queue)
+
+
+def validate_queue_name(queue: str) -> None:
+    """Queue names end up in Redis keys and SQL rows: keep them plain."""
+    if (
+        not isinstance(queue, str)
+        or not 0 < len(queue) <= 200
+        or any(c in queue for c in "{}")
+        or any(c.isspace() for c in queue)
+    ):
+        raise ConfigurationError(
+            f"bad queue name {queue!r}: 1-200 characters, no braces or white space"
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One job to enqueue with :meth:`Task.enqueue_many`: arguments plus per-job options."""
+
+    args: Sequence[Any] = ()
+    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    job_id: str | None = None
+    delay: float | dt.timedelta | None = None
+    priority: int | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Job:
+    """Handle of an enqueued job. ``created`` is False when the id already existed (idempotent
+    enqueue returned the existing job)."""
+
+    id: str
+    queue: str
+    task: str
+    created: bool
+    state: JobState
+    app: App = dataclasses.field(repr=False, compare=False)
+
+    def info(self) -> JobInfo | None:
+        """The job as stored now (None once a finished job is forgotten)."""
+        return self.app.store.get_job(self.queue, self.id)
+
+    @classmethod
+    def from_result(cls, app: App, queue: str, task: str, result: EnqueueResult) -> Job:
+        return cls(result.id, queue, task, result.created, result.state, app)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class CallOptions:
+    """Per-call overrides collected by :meth:`Task.options`; unset fields use the task's."""
+
+    job_id: str | None = None
+    queue: str | None = None
+    priority: int | None = None
+    retries: int | None = None
+    timeout: float | None = None
+    backoff: Backoff | None = None
+    delay: float | dt.timedelta | None = None
+    at: dt.datetime | None = None
+
+
+class Task(Generic[P, R]):
+    """A function registered on an :class:`~calmq.App` under a name."""
+
+    def __init__(
+        self, app: App, fn: Callable[P, R] | Callable[P, Awaitable[R]], name: str,
+        options: TaskOptions,
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.fn = fn
+        self.name = name
+        self.defaults = options
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def __repr__(self) -> str:
+        return f"<Task {self.name} queue={self.defaults.queue}>"
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R | Awaitable[R]:
+        """Call the function directly, in this process (no queue)."""
+        return self.fn(*args, **kwargs)
+
+    def options(self, **overrides: Any) -> BoundTask[P, R]:
+        """Per-call options: ``job_id``, ``queue``, ``priority``, ``retries``, ``timeout``,
+        ``backoff``, ``delay`` or ``at``. Example: ``task.options(priority=9).enqueue(x)``."""
+        return BoundTask(self, CallOptions(**overrides))
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue one job to run as soon as a worker is free."""
+        return BoundTask(self, CallOptions()).enqueue(*args, **kwargs)
+
+    def enqueue_in(self, delay: float | dt.timedelta, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue one job to run ``delay`` (seconds or a timedelta) from now."""
+        return BoundTask(self, CallOptions(delay=delay)).enqueue(*args, **kwargs)
+
+    def enqueue_at(self, when: dt.datetime, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue one job to run at ``when`` (a timezone-aware datetime)."""
+        return BoundTask(self, CallOptions(at=when)).enqueue(*args, **kwargs)
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``enqueue`` for asyncio code: the event loop never waits on the store."""
+        return await BoundTask(self, CallOptions()).enqueue_async(*args, **kwargs)
+
+    def enqueue_many(self, calls: Iterable[Sequence[Any] | Call]) -> list[Job]:
+        """Enqueue many jobs in one round trip per batch. Each item is a tuple of positional
+        arguments or a :class:`Call`."""
+        return BoundTask(self, CallOptions()).enqueue_many(calls)
+
+
+class BoundTask(Generic[P, R]):
+    """A task with per-call options applied; made by :meth:`Task.options`."""
+
+    def __init__(self, task: Task[P, R], options: CallOptions) -> None:
+        self.task = task
+        self.call_options = options
+
+    def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """Enqueue one job with these options."""
+        return self.task.app.enqueue_calls(self.task, [Call(args, kwargs)], self.call_options)[0]
+
+    async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job:
+        """``enqueue`` for asyncio code, run on the app's bounded producer threads."""
+        app = self.task.app
+        jobs = await asyncio.get_running_loop().run_in_executor(
+            app.producer_executor, app.enqueue_calls, self.task, [Call(args, kwargs)],
+            self.call_options,
+        )  # fmt: skip
+        return jobs[0]
+
+    def enqueue_many(self, calls: Iterable[Sequence[Any] | Call]) -> list[Job]:
+        """Enqueue many jobs with these options, in batches of one round trip each."""
+        normalised = [c if isinstance(c, Call) else Call(tuple(c)) for c in calls]
+        return self.task.app.enqueue_calls(self.task, normalised, self.call_options)

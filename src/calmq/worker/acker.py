@@ -1,0 +1,88 @@
+"""Acknowledging: batch the completions of finished jobs into one store call per queue.
+
+While one ``complete`` call is in flight, finished jobs pile up and go together in the next
+one, so under load there is far less than one store call per job, and when idle a job is
+acknowledged at once. An acknowledgement waiting in the batch is still covered by its lease,
+so a crash before the flush means the job runs again (at-least-once), never that it is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from calmq.errors import CalmqError
+from calmq.job import ClaimedJob
+from calmq.worker.lease_keeper import InFlight
+
+log = logging.getLogger("calmq.worker")
+
+MAX_BATCH = 500
+
+
+class Acker:
+    """Collects succeeded jobs and completes them in batches."""
+
+    def __init__(
+        self, store_complete: Callable[..., Any], inflight: InFlight,
+        run_io: Callable[..., Awaitable[Any]],
+        on_acked: Callable[[ClaimedJob, bool], None],
+    ) -> None:  # fmt: skip
+        self.store_complete = store_complete
+        self.inflight = inflight
+        self.run_io = run_io
+        self.on_acked = on_acked
+        self.pending: list[ClaimedJob] = []
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.calls = 0
+
+    def add(self, job: ClaimedJob) -> None:
+        self.pending.append(job)
+        self._idle.clear()
+        self._wake.set()
+
+    async def run_forever(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self.pending:
+                batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
+                await self._complete(batch)
+            self._idle.set()
+
+    async def flush(self) -> None:
+        """Wait until every pending acknowledgement was sent."""
+        if self.pending:
+            self._wake.set()
+        await self._idle.wait()
+
+    async def _complete(self, batch: list[ClaimedJob]) -> None:
+        by_queue: dict[str, list[ClaimedJob]] = {}
+        for job in batch:
+            by_queue.setdefault(job.queue, []).append(job)
+        for queue, jobs in by_queue.items():
+            for attempt in range(3):
+                try:
+                    acked = await self.run_io(self.store_complete, queue, [j.lease for j in jobs])
+                    break
+                except CalmqError as exc:
+                    # The leases still hold; retry a little, then let the lease expire and
+                    # the job run again (at-least-once) rather than block the worker.
+                    log.warning(
+                        "completing %d jobs in %s failed (try %d): %s",
+                        len(jobs),
+                        queue,
+                        attempt + 1,
+                        exc,
+                    )
+                    await asyncio.sleep(0.1 * 2**attempt)
+            else:
+                acked = [False] * len(jobs)
+            self.calls += 1
+            for job, ok in zip(jobs, acked, strict=True):
+                self.inflight.remove(job.id)
+                self.on_acked(job, ok)

@@ -1,0 +1,55 @@
+"""Maintenance: take back jobs whose lease expired. Separate from fetching and executing.
+
+Every worker runs it; the store operation is atomic and idempotent, so several workers
+rescuing at once is harmless (each expired lease is taken back exactly once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from calmq.errors import CalmqError
+from calmq.job import RescueResult
+from calmq.stores.base import Store
+
+log = logging.getLogger("calmq.worker")
+
+
+class Maintenance:
+    """Rescues expired leases of ``queues`` every ``interval`` seconds."""
+
+    def __init__(
+        self, store: Store, queues: Sequence[str], *, interval: float,
+        run_io: Callable[..., Any],
+    ) -> None:  # fmt: skip
+        self.store = store
+        self.queues = list(queues)
+        self.interval = interval
+        self.run_io = run_io
+        self.rescued = 0
+        self.dead_lettered = 0
+
+    async def run_forever(self, stopping: asyncio.Event) -> None:
+        while not stopping.is_set():
+            await self.run_once()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), self.interval)
+
+    async def run_once(self) -> None:
+        for queue in self.queues:
+            try:
+                result: RescueResult = await self.run_io(self.store.rescue_expired, queue)
+            except CalmqError as exc:
+                log.warning("lease rescue in %s failed: %s", queue, exc)
+                continue
+            if result.requeued or result.dead:
+                self.rescued += len(result.requeued)
+                self.dead_lettered += len(result.dead)
+                log.warning(
+                    "rescued expired leases in %s: %d back to ready, %d dead-lettered",
+                    queue, len(result.requeued), len(result.dead),
+                )  # fmt: skip

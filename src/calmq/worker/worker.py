@@ -1,0 +1,438 @@
+"""The worker: its lifecycle and the top-level loop. Fetching, executing, acknowledging,
+lease keeping and maintenance live in their own modules; this one wires them together and
+turns each job's :class:`Outcome` into a store call.
+
+Shutdown: the first SIGTERM/SIGINT stops claiming and waits up to ``grace`` seconds for
+running jobs; then running jobs are cancelled and their leases released, so other workers
+pick them up at once instead of after the lease runs out. A second signal skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import dataclasses
+import functools
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from calmq.app import App
+from calmq.errors import CalmqError, ConfigurationError
+from calmq.job import ClaimedJob, FailOutcome
+from calmq.retry import Backoff
+from calmq.stores import open_store
+from calmq.stores.base import CAP_MULTI_PROCESS, Store
+from calmq.task import validate_queue_name
+from calmq.worker.acker import Acker
+from calmq.worker.executor import Executor, Outcome, OutcomeKind
+from calmq.worker.fetcher import Fetcher
+from calmq.worker.lease_keeper import InFlight, LeaseKeeper
+from calmq.worker.maintenance import Maintenance
+from calmq.worker.stats import WorkerStats
+
+log = logging.getLogger("calmq.worker")
+T = TypeVar("T")
+
+#: Called for each finished job with what happened: "succeeded", "retried", "dead",
+#: "lease_lost", "stale" or "released".
+Listener = Callable[[str, ClaimedJob], None]
+
+DEFAULT_LEASE = 30.0
+EXIT_RESTART = 3  # exit code asking the supervisor for a fresh process
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """How one worker process runs. Defaults are documented in docs/operations.md."""
+
+    queues: Sequence[str] = ("default",)
+    #: Jobs running at once in this process (async jobs on the loop, sync jobs on threads).
+    concurrency: int = 16
+    #: Lease length in seconds; extended every lease/3 while a job runs.
+    lease: float = DEFAULT_LEASE
+    #: Exit once no job is ready or running (tests, cron).
+    burst: bool = False
+    #: Seconds to wait for running jobs after the first stop signal.
+    grace: float = 25.0
+    #: Relative weights per queue; None serves queues in strict order.
+    weights: Mapping[str, float] | None = None
+    #: How often expired leases are rescued, in seconds.
+    maintenance_interval: float = 1.0
+    #: Longest idle wait before claiming again even without a wake-up.
+    max_idle_wait: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.queues:
+            raise ConfigurationError("a worker needs at least one queue")
+        for queue in self.queues:
+            validate_queue_name(queue)
+        if not 1 <= self.concurrency <= 10_000:
+            raise ConfigurationError(f"concurrency must be in 1..10000, got {self.concurrency}")
+        if not 0.1 <= self.lease <= 86_400:
+            raise ConfigurationError(f"lease must be in 0.1..86400 seconds, got {self.lease}")
+        if self.grace < 0:
+            raise ConfigurationError(f"grace must be >= 0 seconds, got {self.grace}")
+        if self.weights is not None and any(w <= 0 for w in self.weights.values()):
+            raise ConfigurationError("queue weights must be > 0")
+
+
+class Worker:
+    """Runs an app's jobs from some queues until stopped."""
+
+    def __init__(
+        self, app: App, config: WorkerConfig | None = None, *,
+        listeners: Sequence[Listener] = (),
+    ) -> None:  # fmt: skip
+        self.app = app
+        self.config = config or WorkerConfig()
+        self.listeners = list(listeners)
+        self.stats = WorkerStats()
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+        self.exit_code = 0
+        self.lease_ms = int(self.config.lease * 1000)
+        self.inflight = InFlight()
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._slot_freed: asyncio.Event | None = None
+        self._stopping: asyncio.Event | None = None
+        self._hard_stop: asyncio.Event | None = None
+        self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-io")
+        self._waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-wait")
+        self.store: Store = self._open_store(app)
+        self.executor = Executor(app, concurrency=self.config.concurrency)
+
+    @staticmethod
+    def _open_store(app: App) -> Store:
+        """The worker's own store: a worker may wait longer on the store than a web request
+        should. An in-memory store cannot be opened twice, so that one is shared."""
+        if CAP_MULTI_PROCESS not in app.store.capabilities:
+            return app.store
+        relaxed = app.settings.replace(
+            pool_size=4, pool_timeout=5.0, command_timeout=5.0, connect_timeout=2.0
+        )
+        return open_store(app.url, relaxed)
+
+    # --- the loop --------------------------------------------------------------------
+    async def run(self) -> int:
+        """Work until stopped (or, in burst mode, until idle). Returns the exit code."""
+        await self._start()
+        failures = 0
+        try:
+            while not self.stopping.is_set():
+                free = self.config.concurrency - len(self._tasks)
+                if free <= 0:
+                    await self._wait_for_slot()
+                    continue
+                try:
+                    jobs = await self.fetcher.claim(free)
+                    failures = 0
+                except CalmqError as exc:
+                    failures += 1
+                    await self._back_off(failures, exc)
+                    continue
+                if jobs:
+                    self._start_jobs(jobs)
+                elif self.config.burst and not self._tasks:
+                    log.info("burst mode: no job ready or running, exiting")
+                    break
+                elif not self._tasks or free == self.config.concurrency:
+                    await self.fetcher.wait_for_work(self.stopping)
+                else:
+                    await self._wait_for_slot_or_work()
+        finally:
+            await self._stop()
+        return self.exit_code
+
+    def run_sync(self) -> int:
+        """Run the worker on a new event loop (what ``calmq worker`` does)."""
+        return asyncio.run(self.run())
+
+    # --- start and stop ----------------------------------------------------------------
+    @property
+    def stopping(self) -> asyncio.Event:
+        assert self._stopping is not None, "worker not started"
+        return self._stopping
+
+    async def _start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopping, self._hard_stop = asyncio.Event(), asyncio.Event()
+        self._slot_freed = asyncio.Event()
+        self.fetcher = Fetcher(
+            self.store, self.config.queues, lease_ms=self.lease_ms, run_io=self._run_io,
+            run_wait=self._run_wait, weights=self.config.weights,
+            max_idle_wait=self.config.max_idle_wait,
+        )  # fmt: skip
+        self.acker = Acker(self.store.complete, self.inflight, self._run_io, self._on_acked)
+        self.maintenance = Maintenance(
+            self.store, self.config.queues, interval=self.config.maintenance_interval,
+            run_io=self._run_io,
+        )  # fmt: skip
+        self.keeper = LeaseKeeper(
+            self.store, self.inflight, lease_ms=self.lease_ms,
+            on_lost=lambda ids: self._call_soon_threadsafe(loop, ids),
+        )  # fmt: skip
+        self._background = [
+            asyncio.create_task(self.acker.run_forever(), name="calmq-acker"),
+            asyncio.create_task(self.maintenance.run_forever(self.stopping), name="calmq-maint"),
+        ]
+        self.keeper.start()
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.request_stop)
+        log.info(
+            "worker %s started: queues=%s concurrency=%d lease=%.1fs store=%s",
+            self.id, ",".join(self.config.queues), self.config.concurrency,
+            self.config.lease, self.store.display_url,
+        )  # fmt: skip
+
+    def request_stop(self) -> None:
+        """First call: stop claiming and drain. Second call: stop now."""
+        if self._stopping is None:
+            return
+        if self._stopping.is_set():
+            log.warning("second stop signal: cancelling running jobs now")
+            assert self._hard_stop is not None
+            self._hard_stop.set()
+        else:
+            log.info(
+                "stop requested: finishing %d running jobs (grace %.0fs)",
+                len(self._tasks),
+                self.config.grace,
+            )
+            self._stopping.set()
+
+    async def _stop(self) -> None:
+        self.stopping.set()
+        await self._drain_running()
+        with contextlib.suppress(CalmqError):
+            await self.acker.flush()
+        await self._release_held()
+        self.keeper.stop()
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        self.executor.shutdown()
+        self._io.shutdown(wait=True)
+        self._waiter.shutdown(wait=False)
+        if self.store is not self.app.store:
+            self.store.close()
+        log.info(
+            "worker %s stopped: %d succeeded, %d retried, %d dead",
+            self.id,
+            self.stats.succeeded,
+            self.stats.retried,
+            self.stats.dead,
+        )
+
+    async def _drain_running(self) -> None:
+        """Wait up to ``grace`` for running jobs (less on a second signal), then cancel."""
+        assert self._hard_stop is not None
+        if self._tasks:
+            hard = asyncio.ensure_future(self._hard_stop.wait())
+            await self._wait_all_or_hard(hard)
+            hard.cancel()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks.values()), timeout=5)
+
+    async def _wait_all_or_hard(self, hard: asyncio.Future[Any]) -> None:
+        deadline = time.monotonic() + self.config.grace
+        while self._tasks and not hard.done():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await asyncio.wait(
+                {*self._tasks.values(), hard},
+                timeout=remaining,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+
+    async def _release_held(self) -> None:
+        """Give back every lease still held (jobs cancelled or abandoned at shutdown)."""
+        for queue, leases in self.inflight.by_queue().items():
+            try:
+                released = await self._run_io(self.store.release, queue, leases)
+            except CalmqError as exc:
+                log.warning(
+                    "could not release %d leases in %s (they expire on their own): %s",
+                    len(leases),
+                    queue,
+                    exc,
+                )
+                continue
+            self.stats.released += released
+            for lease in leases:
+                self.inflight.remove(lease.id)
+
+    # --- jobs --------------------------------------------------------------------------
+    def _start_jobs(self, jobs: list[ClaimedJob]) -> None:
+        self.stats.claimed += len(jobs)
+        for job in jobs:
+            self.inflight.add(job)
+            self._tasks[job.id] = asyncio.create_task(self._process(job), name=job.id)
+
+    async def _process(self, job: ClaimedJob) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await self.executor.run(job)
+            run_ms = (time.perf_counter() - started) * 1000.0
+            self.stats.sample(max(0, job.claimed_at_ms - job.ready_at_ms), run_ms)
+            if outcome.kind is OutcomeKind.SUCCEEDED:
+                self.acker.add(job)
+            else:
+                await self._record_failure(job, outcome)
+        except asyncio.CancelledError:
+            return  # lease lost or hard stop: the lease is released or already gone
+        finally:
+            self._free_slot(job.id)
+        if self.executor.must_restart and not self.stopping.is_set():
+            log.error(
+                "%d sync jobs outlived their timeout; restarting the process to free their threads",
+                self.executor.abandoned_threads,
+            )
+            self.exit_code = EXIT_RESTART
+            self.request_stop()
+
+    async def _record_failure(self, job: ClaimedJob, outcome: Outcome) -> None:
+        retry_in = self._retry_delay(job, outcome)
+        if outcome.timed_out:
+            self.stats.timed_out += 1
+        try:
+            result = await self._run_io(
+                self.store.fail, job.queue, job.lease, error=outcome.error or "failed",
+                traceback=outcome.traceback,
+                retry_in_ms=None if retry_in is None else int(retry_in * 1000),
+            )  # fmt: skip
+        except CalmqError as exc:
+            log.error(
+                "could not record failure of job %s (its lease will expire and it will"
+                " run again): %s",
+                job.id,
+                exc,
+            )
+            result = None
+        self.inflight.remove(job.id)
+        event = "stale"
+        if result is FailOutcome.RETRY_SCHEDULED:
+            event = "retried"
+        elif result is FailOutcome.DEAD:
+            event = "dead"
+        if event == "retried":
+            self.stats.retried += 1
+        elif event == "dead":
+            self.stats.dead += 1
+        else:
+            self.stats.stale_acks += 1
+        log.log(
+            logging.WARNING if event != "retried" else logging.INFO,
+            "job %s (%s) attempt %d/%d failed: %s -> %s",
+            job.id,
+            job.task,
+            job.attempt,
+            job.max_attempts,
+            outcome.error,
+            event,
+        )
+        self._emit(event, job)
+
+    def _retry_delay(self, job: ClaimedJob, outcome: Outcome) -> float | None:
+        """Seconds until the retry, or None for the dead-letter store."""
+        if outcome.kind is OutcomeKind.REJECTED or job.attempt >= job.max_attempts:
+            return None
+        if outcome.retry_delay is not None:
+            return max(0.0, outcome.retry_delay)
+        return self._backoff_for(job).delay(job.attempt)
+
+    def _backoff_for(self, job: ClaimedJob) -> Backoff:
+        task = self.app.tasks.get(job.task)
+        backoff = task.defaults.backoff if task else Backoff()
+        with contextlib.suppress(CalmqError):
+            override = self.app.serializer.decode(job.payload).b
+            if override:
+                backoff = dataclasses.replace(backoff, base=override[0], cap=override[1])
+        return backoff
+
+    def _on_acked(self, job: ClaimedJob, acked: bool) -> None:
+        if acked:
+            self.stats.succeeded += 1
+            self._emit("succeeded", job)
+        else:
+            self.stats.stale_acks += 1
+            log.warning(
+                "job %s finished but its lease was no longer ours (it expired and the"
+                " job was handed to another worker)",
+                job.id,
+            )
+            self._emit("stale", job)
+
+    def _leases_lost(self, ids: list[str]) -> None:
+        for job_id in ids:
+            self.inflight.remove(job_id)
+            task = self._tasks.get(job_id)
+            if task is not None:
+                self.stats.lease_lost += 1
+                log.warning("lease of job %s was lost; cancelling it here", job_id)
+                task.cancel()
+
+    def _call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, ids: list[str]) -> None:
+        loop.call_soon_threadsafe(self._leases_lost, ids)
+
+    def _emit(self, event: str, job: ClaimedJob) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event, job)
+            except Exception:
+                log.exception("listener %r failed on %s", listener, event)
+
+    # --- slots and I/O -----------------------------------------------------------------
+    def _free_slot(self, job_id: str) -> None:
+        self._tasks.pop(job_id, None)
+        assert self._slot_freed is not None
+        self._slot_freed.set()
+
+    async def _wait_for_slot(self) -> None:
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        stopper = asyncio.ensure_future(self.stopping.wait())
+        slot = asyncio.ensure_future(self._slot_freed.wait())
+        await asyncio.wait({stopper, slot}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        slot.cancel()
+
+    async def _wait_for_slot_or_work(self) -> None:
+        """Some jobs run and nothing was claimable: wake on a free slot or new work."""
+        assert self._slot_freed is not None
+        self._slot_freed.clear()
+        slot = asyncio.ensure_future(self._slot_freed.wait())
+        work = asyncio.ensure_future(self.fetcher.wait_for_work(self.stopping))
+        await asyncio.wait({slot, work}, return_when=asyncio.FIRST_COMPLETED)
+        slot.cancel()
+        if not work.done():
+            work.cancel()
+
+    async def _back_off(self, failures: int, exc: Exception) -> None:
+        delay = min(5.0, 0.05 * 2**failures) * (0.5 + random.random() / 2)  # noqa: S311
+        log.warning("store unavailable (%s); retrying in %.2fs", exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.stopping.wait(), delay)
+
+    async def _run_io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store call on the I/O thread, so the loop never blocks on the store."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    async def _run_wait(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._waiter, functools.partial(fn, *args))
+
+
+def run_worker(app: App, config: WorkerConfig, listeners: Sequence[Listener] = ()) -> int:
+    """Run one worker process to completion; returns its exit code."""
+    return Worker(app, config, listeners=listeners).run_sync()

@@ -1,0 +1,160 @@
+"""The producer API: enqueue variants, validation before any store call, the failure bound."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from calmq import (
+    App,
+    Call,
+    ConfigurationError,
+    JobState,
+    PayloadTooLarge,
+    QueueUnavailable,
+    SerializationError,
+    Settings,
+    UnknownTask,
+)
+from tests.redis_server import RedisServer, free_port
+
+
+@pytest.fixture
+def app(store_settings: Settings) -> App:
+    application = App(settings=store_settings)
+    yield application  # type: ignore[misc]
+    application.close()
+
+
+def test_enqueue_variants(app: App) -> None:
+    @app.task(queue="sms", retries=5, priority=5)
+    def send_sms(to: str, body: str) -> None: ...
+
+    now = send_sms.enqueue("+31600000000", "hello")
+    later = send_sms.enqueue_in(60, "+31600000000", "later")
+    later_td = send_sms.enqueue_in(dt.timedelta(minutes=1), "+31600000000", "later")
+    at = send_sms.enqueue_at(dt.datetime.now(dt.UTC) + dt.timedelta(hours=1), "+316", "at")
+    many = send_sms.enqueue_many([("+31a", "a"), ("+31b", "b"), Call(("+31c", "c"), priority=9)])
+    assert now.created and now.state == JobState.READY and now.queue == "sms"
+    assert {later.state, later_td.state, at.state} == {JobState.SCHEDULED}
+    assert [j.state for j in many] == [JobState.READY] * 3
+    counts = app.store.counts(["sms"])[0]
+    assert (counts.ready, counts.scheduled) == (4, 3)
+    info = now.info()
+    assert info is not None and info.max_attempts == 6 and info.priority == 5
+
+
+def test_enqueue_async(app: App) -> None:
+    @app.task
+    async def sync_crm(account_id: int) -> dict[str, int]:
+        return {"id": account_id}
+
+    job = asyncio.run(sync_crm.enqueue_async(42))
+    assert job.created and job.task.endswith("sync_crm")
+
+
+def test_enqueue_with_an_existing_id_returns_the_existing_job(app: App) -> None:
+    @app.task
+    def noop(x: int) -> None: ...
+
+    first = noop.options(job_id="order-7").enqueue(1)
+    again = noop.options(job_id="order-7").enqueue(2)
+    assert first.created and not again.created and again.id == "order-7"
+    assert app.store.counts(["default"])[0].ready == 1
+
+
+DEAD_URL = f"redis://127.0.0.1:{free_port()}/0"
+
+
+def test_bad_input_is_rejected_before_any_store_call() -> None:
+    # The store URL points at nothing: reaching the store would raise QueueUnavailable.
+    app = App(settings=Settings(url=DEAD_URL, max_payload_bytes=1024))
+
+    @app.task
+    def job(x: object) -> None: ...
+
+    with pytest.raises(SerializationError, match="not JSON-serialisable"):
+        job.enqueue(object())
+    with pytest.raises(PayloadTooLarge, match="over the limit"):
+        job.enqueue("x" * 5000)
+    with pytest.raises(UnknownTask):
+        app.enqueue("no.such.task")
+    with pytest.raises(ConfigurationError, match="timezone-aware"):
+        job.enqueue_at(dt.datetime(2030, 1, 1), 1)  # noqa: DTZ001 - the point of the test
+    with pytest.raises(ConfigurationError, match="priority"):
+        job.options(priority=10**6).enqueue(1)
+    with pytest.raises(ConfigurationError, match="queue name"):
+        job.options(queue="bad {queue}").enqueue(1)
+    with pytest.raises(ConfigurationError, match="delay"):
+        job.enqueue_in(-5, 1)
+    with pytest.raises(ConfigurationError, match="already registered"):
+        app.task(name=job.name)(lambda: None)
+    app.close()
+
+
+def test_enqueue_raises_queue_unavailable_within_the_bound_when_redis_is_gone() -> None:
+    server = RedisServer().start()
+    app = App(settings=Settings(url=server.url, key_prefix="bound"))
+
+    @app.task
+    def job(x: int) -> None: ...
+
+    job.enqueue(1)  # connected and working
+    server.kill()
+    try:
+        for _ in range(3):  # every call fails fast: no pile-up, no hang
+            started = time.monotonic()
+            with pytest.raises(QueueUnavailable) as caught:
+                job.enqueue(2)
+            assert time.monotonic() - started < 1.0
+            assert caught.value.__cause__ is not None
+    finally:
+        app.close()
+        server.cleanup()
+
+
+def test_settings_from_env_rejects_unknown_names() -> None:
+    with pytest.raises(ConfigurationError, match="CALMQ_POOL_SIZ"):
+        Settings.from_env({"CALMQ_POOL_SIZ": "3"})
+    assert Settings.from_env({"CALMQ_POOL_SIZE": "3"}).pool_size == 3
+
+
+def test_default_store_is_sqlite_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CALMQ_URL", raising=False)
+    monkeypatch.chdir(tmp_path)
+    app = App()
+    assert app.url == "sqlite:///calmq.sqlite3"
+    app.enqueue  # noqa: B018 - attribute exists
+    assert app.store.display_url.endswith("calmq.sqlite3")
+    app.close()
+    assert (tmp_path / "calmq.sqlite3").exists()
+
+
+def test_task_signatures_are_checked_by_mypy(tmp_path: Path) -> None:
+    source = tmp_path / "typed_usage.py"
+    source.write_text(textwrap.dedent("""
+        from calmq import App
+        app = App()
+
+        @app.task(queue="sms")
+        def send_sms(to: str, body: str) -> None: ...
+
+        send_sms.enqueue("+31", "ok")
+        send_sms.enqueue(1, 2)
+    """))
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(source)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stdout
+    assert 'Argument 1 to "enqueue" of "Task" has incompatible type "int"' in result.stdout
+    assert result.stdout.count("error:") == 2  # both arguments, nothing else

@@ -1,0 +1,159 @@
+"""The worker in this process, against every store: outcomes, retries, timeouts, bad jobs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from calmq import App, JobState, Settings
+from calmq.job import NewJob, new_job_id
+from calmq.worker.worker import Worker, WorkerConfig
+from tests.jobs import lines, make_app
+
+
+@pytest.fixture
+def app(store_settings: Settings) -> Iterator[App]:
+    application = make_app(store_settings)
+    try:
+        yield application
+    finally:
+        application.close()
+
+
+def run_burst(app: App, **config: object) -> Worker:
+    """Run a burst worker until the queue is idle; fail the test if it takes too long."""
+    worker = Worker(app, WorkerConfig(burst=True, lease=5, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
+    asyncio.run(asyncio.wait_for(worker.run(), timeout=60))
+    return worker
+
+
+def run_until(app: App, done: object, **config: object) -> Worker:
+    """Run a worker until ``done()`` is true (for jobs with retries scheduled in the future)."""
+    worker = Worker(app, WorkerConfig(lease=5, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(60):
+                while not done():  # type: ignore[operator]
+                    await asyncio.sleep(0.02)
+        finally:
+            worker.request_stop()
+            await runner
+
+    asyncio.run(main())
+    return worker
+
+
+def test_sync_and_async_jobs_run_once_each(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    for i in range(20):
+        app.enqueue("append", str(out), f"sync-{i}")
+        app.enqueue("append_async", str(out), f"async-{i}")
+    worker = run_burst(app, concurrency=8)
+    assert sorted(lines(out)) == sorted([f"sync-{i}" for i in range(20)] + [f"async-{i}" for i in range(20)])
+    assert worker.stats.succeeded == 40
+    counts = app.store.counts(["default"])[0]
+    assert (counts.ready, counts.running, counts.scheduled, counts.dead) == (0, 0, 0, 0)
+
+
+def test_failed_job_is_retried_until_it_succeeds(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "attempts.txt"
+    job = app.enqueue("flaky", str(out), 2)
+    worker = run_until(app, lambda: (info := job.info()) is None or info.state == JobState.SUCCEEDED)
+    assert lines(out) == ["attempt"] * 3
+    assert worker.stats.retried == 2
+    assert worker.stats.succeeded == 1
+
+
+def test_job_out_of_retries_is_dead_lettered_with_error_and_traceback(
+    app: App, tmp_path: Path
+) -> None:
+    out = tmp_path / "attempts.txt"
+    job = app.enqueue("always_fails", str(out))
+    run_until(app, lambda: (info := job.info()) is not None and info.state == JobState.DEAD)
+    assert lines(out) == ["attempt"] * 3  # retries=2: three attempts in all
+    dead = app.store.list_jobs("default", JobState.DEAD)
+    assert [d.id for d in dead] == [job.id]
+    assert dead[0].error is not None and "this job can never succeed" in dead[0].error
+    assert dead[0].traceback is not None and "ValueError" in dead[0].traceback
+    # Replay: the job runs again with fresh attempts.
+    assert app.store.replay_dead("default", [job.id]) == 1
+    run_until(app, lambda: (info := job.info()) is not None and info.state == JobState.DEAD)
+    assert len(lines(out)) == 6
+
+
+def test_retry_exception_sets_the_delay(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "attempts.txt"
+    job = app.enqueue("asks_retry", str(out), 0.4)
+    run_until(app, lambda: (info := job.info()) is None or info.state == JobState.SUCCEEDED)
+    first, second = (float(line.split()[1]) for line in lines(out))
+    assert second - first >= 0.35  # the requested delay, measured loosely
+
+
+def test_async_job_over_its_timeout_is_cancelled_and_failed(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    job = app.enqueue("slow_async", str(out))
+    worker = run_burst(app)
+    info = job.info()
+    assert info is not None and info.state == JobState.DEAD
+    assert info.error is not None and "timeout" in info.error.lower()
+    assert lines(out) == ["started"]
+    assert worker.stats.timed_out == 1
+
+
+def test_sync_job_over_its_timeout_is_failed_and_its_thread_abandoned(
+    app: App, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.txt"
+    job = app.enqueue("slow_sync", str(out))
+    worker = run_burst(app)
+    info = job.info()
+    assert info is not None and info.state == JobState.DEAD
+    assert info.error is not None and "timeout" in info.error.lower()
+    assert worker.executor.abandoned_threads == 1
+
+
+def test_unknown_task_is_dead_lettered_and_other_jobs_still_run(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    app.store.enqueue([NewJob(new_job_id(), "default", "no.such.task", b'{"a":[]}')])
+    app.enqueue("append", str(out), "fine")
+    worker = run_burst(app)
+    assert lines(out) == ["fine"]
+    dead = app.store.list_jobs("default", JobState.DEAD)
+    assert len(dead) == 1 and dead[0].error is not None and "UnknownTask" in dead[0].error
+    assert worker.stats.dead == 1
+
+
+def test_undecodable_payload_is_dead_lettered_with_a_reason(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    app.store.enqueue([NewJob(new_job_id(), "default", "append", b"\x80not json")])
+    app.enqueue("append", str(out), "fine")
+    run_burst(app)
+    assert lines(out) == ["fine"]
+    dead = app.store.list_jobs("default", JobState.DEAD)
+    assert len(dead) == 1 and dead[0].error is not None and "SerializationError" in dead[0].error
+
+
+def test_priorities_run_higher_first_with_one_slot(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    task = app.get_task("append")
+    task.options(priority=0).enqueue(str(out), "low")
+    task.options(priority=9).enqueue(str(out), "high")
+    task.options(priority=5).enqueue(str(out), "mid")
+    run_burst(app, concurrency=1)
+    assert lines(out) == ["high", "mid", "low"]
+
+
+def test_strict_queue_order_serves_the_first_queue_first(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    task = app.get_task("append")
+    for i in range(3):
+        task.options(queue="bulk").enqueue(str(out), f"bulk-{i}")
+    task.options(queue="urgent").enqueue(str(out), "urgent")
+    run_burst(app, concurrency=1, queues=("urgent", "bulk"))
+    assert lines(out)[0] == "urgent"
+    assert len(lines(out)) == 4
