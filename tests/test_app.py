@@ -133,7 +133,6 @@ def test_default_store_is_sqlite_in_the_working_directory(
     monkeypatch.chdir(tmp_path)
     app = App()
     assert app.url == "sqlite:///calmq.sqlite3"
-    app.enqueue  # noqa: B018 - attribute exists
     assert app.store.display_url.endswith("calmq.sqlite3")
     app.close()
     assert (tmp_path / "calmq.sqlite3").exists()

@@ -6,14 +6,16 @@ checked and run times computed *before* any store call, so bad input never reach
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
+import inspect
 import datetime as dt
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from calmq.errors import ConfigurationError, PayloadTooLarge, UnknownTask
-from calmq.job import NewJob, new_job_id
+from calmq.job import JobState, NewJob, new_job_id
 from calmq.retry import Backoff
 from calmq.serializers import Envelope, Serializer, make_serializer
 from calmq.settings import Settings
@@ -47,6 +49,8 @@ class App:
         self._store: Store | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
+        #: Run jobs at enqueue time instead of storing them (``calmq.testing.eager``).
+        self.eager = False
 
     def __repr__(self) -> str:
         return f"<calmq.App {self.store_display_url} tasks={len(self.tasks)}>"
@@ -137,6 +141,8 @@ class App:
         new_jobs = [self._new_job(task, call, options) for call in calls]
         if options.job_id is not None and len(new_jobs) > 1:
             raise ConfigurationError("job_id applies to one job; use Call(job_id=...) per job")
+        if self.eager:
+            return [self._run_eagerly(task, new_job) for new_job in new_jobs]
         jobs: list[Job] = []
         for start in range(0, len(new_jobs), ENQUEUE_BATCH):
             batch = new_jobs[start : start + ENQUEUE_BATCH]
@@ -146,6 +152,14 @@ class App:
                 for nj, r in zip(batch, results, strict=True)
             )
         return jobs
+
+    def _run_eagerly(self, task: Task[Any, Any], new_job: NewJob) -> Job:
+        # Decode what would have been stored, so eager runs see exactly what a worker would.
+        envelope = self.serializer.decode(new_job.payload)
+        result = task.fn(*envelope.a, **envelope.k)
+        if inspect.isawaitable(result):
+            asyncio.run(_await(result))
+        return Job(new_job.id, new_job.queue, task.name, True, JobState.SUCCEEDED, self)
 
     def _new_job(self, task: Task[Any, Any], call: Call, options: CallOptions) -> NewJob:
         defaults = task.defaults
@@ -177,6 +191,10 @@ class App:
             id=job_id, queue=queue, task=task.name, payload=payload, priority=priority,
             max_attempts=retries + 1, delay_ms=delay_ms, run_at_ms=run_at_ms,
         )  # fmt: skip
+
+
+async def _await(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
 
 
 def _run_time(delay: float | dt.timedelta | None, at: dt.datetime | None) -> tuple[int, int | None]:
