@@ -101,3 +101,21 @@ def test_demo_runs_on_the_embedded_store(tmp_path: Path) -> None:
     assert "calmq demo summary" in result.stdout
     assert "sqlite" in result.stdout
     assert "wait time p50 / p99" in result.stdout
+
+
+def test_doctor_fails_on_an_evicting_redis_and_passes_sqlite(tmp_path: Path) -> None:
+    server = RedisServer("--maxmemory-policy", "allkeys-lru").start()
+    try:
+        settings = Settings(url=server.url)
+        result = calmq(settings, "doctor", check=False)
+        assert result.returncode == 1
+        assert "[FAIL] maxmemory-policy: allkeys-lru" in result.stdout
+        assert "fix: CONFIG SET maxmemory-policy noeviction" in result.stdout
+        checks = json.loads(calmq(settings, "doctor", "--json", check=False).stdout)
+        assert {c["name"] for c in checks} >= {"redis version", "persistence", "clock skew"}
+    finally:
+        server.cleanup()
+    sqlite = Settings(url=f"sqlite:///{tmp_path}/doc.sqlite3")
+    result = calmq(sqlite, "doctor")
+    assert "[ok  ] journal mode: wal" in result.stdout
+    assert "move to Redis" in result.stdout

@@ -300,6 +300,8 @@ def dead_purge(job_ids: tuple[str, ...], queue: str | None, yes: bool, url: str 
 def main() -> None:
     """Entry point of the ``calmq`` console script."""
     from calmq.cli.demo import demo
+    from calmq.cli.doctor import doctor
 
     cli.add_command(demo)
+    cli.add_command(doctor)
     cli(prog_name="calmq")
