@@ -56,9 +56,12 @@ class RedisServer:
                 try:
                     if client.ping():
                         return self
+                except redis.AuthenticationError:
+                    return self  # up, and asking for a password as configured
                 except redis.ConnectionError:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
+                        self.kill()  # never leave a half-started server behind
                         raise RuntimeError(f"redis-server did not start: {log}") from None
                     time.sleep(0.02)
         finally:

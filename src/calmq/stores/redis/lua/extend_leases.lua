@@ -1,0 +1,31 @@
+-- extend_leases.lua: push lease deadlines to now + lease_ms for the leases still ours.
+--
+-- A lease is ours when the job hash holds the same token and state "running" (fencing).
+--
+-- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
+-- KEYS[2] leases (ZSET id -> lease deadline ms)
+-- ARGV[1] lease_ms
+-- ARGV[2..] 2 per lease: id, token
+-- Returns: array of the ids whose lease is no longer ours
+-- Errors: "calmq: foreign data in <key>" (leases of the wrong type), raised before any write
+
+local tag, leases = KEYS[1], KEYS[2]
+local found = redis.call('TYPE', leases)['ok']
+if found ~= 'none' and found ~= 'zset' then
+  return redis.error_reply('calmq: foreign data in ' .. leases .. ' (a ' .. found .. ', expected a zset)')
+end
+
+local t = redis.call('TIME')
+local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local lost = {}
+for i = 2, #ARGV, 2 do
+  local id = ARGV[i]
+  -- pcall: a foreign-typed job key means the lease is not ours, not a script failure.
+  local f = redis.pcall('HMGET', KEYS[1] .. ':job:' .. id, 'token', 'state')
+  if not f.err and f[1] == ARGV[i + 1] and f[2] == 'running' then
+    redis.call('ZADD', leases, 'XX', deadline, id)
+  else
+    lost[#lost + 1] = id
+  end
+end
+return lost

@@ -1,0 +1,50 @@
+-- fail.lua: record a failed attempt of a leased job: schedule a retry or dead-letter it.
+--
+-- Acts only when the lease (token) is still ours; otherwise nothing changes ("stale").
+--
+-- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
+-- KEYS[2] leases (ZSET id -> lease deadline ms)
+-- KEYS[3] scheduled (ZSET id -> run time ms)
+-- KEYS[4] dead (ZSET id -> died ms)
+-- KEYS[5] wake (LIST, at most one element)
+-- ARGV[1] job id
+-- ARGV[2] lease token
+-- ARGV[3] error message (already truncated by the client)
+-- ARGV[4] traceback ('' = none)
+-- ARGV[5] retry_in_ms ('' = no retry: dead-letter the job)
+-- Returns: "retry_scheduled", "dead" or "stale"
+-- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
+--         the first write
+
+local tag, leases, scheduled, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local id, token, err, tb, retry_in = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+
+for _, pair in ipairs({{leases, 'zset'}, {scheduled, 'zset'}, {dead, 'zset'}, {wake, 'list'}}) do
+  local found = redis.call('TYPE', pair[1])['ok']
+  if found ~= 'none' and found ~= pair[2] then
+    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
+      .. ', expected a ' .. pair[2] .. ')')
+  end
+end
+
+local jk = tag .. ':job:' .. id
+local f = redis.pcall('HMGET', jk, 'token', 'state')
+if f.err or f[1] ~= token or f[2] ~= 'running' then return 'stale' end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREM', leases, id)
+redis.call('HSET', jk, 'token', '', 'error', err)
+if tb == '' then redis.call('HDEL', jk, 'tb') else redis.call('HSET', jk, 'tb', tb) end
+
+if retry_in == '' then
+  redis.call('HSET', jk, 'state', 'dead', 'fin', now)
+  redis.call('ZADD', dead, now, id)
+  return 'dead'
+end
+local run_at = now + tonumber(retry_in)
+redis.call('HSET', jk, 'state', 'scheduled', 'run_at', run_at)
+redis.call('ZADD', scheduled, run_at, id)
+-- An immediate retry is claimable now (claim promotes it): wake an idle worker.
+if run_at <= now and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+return 'retry_scheduled'

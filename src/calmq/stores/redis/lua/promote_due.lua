@@ -1,0 +1,45 @@
+-- promote_due.lua: move up to `limit` due scheduled jobs to ready, with a new seq.
+--
+-- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
+-- KEYS[2] scheduled (ZSET id -> run time ms)
+-- KEYS[3] ready (ZSET)
+-- KEYS[4] wake (LIST, at most one element)
+-- KEYS[5] seq (integer counter)
+-- ARGV[1] limit
+-- Returns: number of jobs moved
+-- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
+--         the first write
+
+local tag, scheduled, ready, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+for _, pair in ipairs({{scheduled, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'}}) do
+  local found = redis.call('TYPE', pair[1])['ok']
+  if found ~= 'none' and found ~= pair[2] then
+    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
+      .. ', expected a ' .. pair[2] .. ')')
+  end
+end
+local current = redis.call('GET', seq_key)
+if current and not tonumber(current) then
+  return redis.error_reply('calmq: foreign data in ' .. seq_key .. ' (not an integer)')
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+if #due == 0 then return 0 end
+local seq = redis.call('INCRBY', seq_key, #due) - #due
+for _, id in ipairs(due) do
+  seq = seq + 1
+  local jk = tag .. ':job:' .. id
+  local priority = 0
+  -- A missing or foreign record is still moved: claim dead-letters it with a reason.
+  if redis.call('TYPE', jk)['ok'] == 'hash' then
+    priority = tonumber(redis.call('HGET', jk, 'priority')) or 0
+    redis.call('HSET', jk, 'state', 'ready', 'seq', seq)
+  end
+  redis.call('ZADD', ready, -priority * 1e12 + seq, id)
+end
+-- The due jobs are exactly the lowest ranks (the script runs atomically).
+redis.call('ZREMRANGEBYRANK', scheduled, 0, #due - 1)
+if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+return #due

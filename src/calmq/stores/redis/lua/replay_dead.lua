@@ -1,0 +1,54 @@
+-- replay_dead.lua: put dead jobs back to ready with a fresh set of attempts.
+--
+-- Each replayed job gets attempt 0, a new seq (it queues behind ready jobs of its
+-- priority) and keeps its last error for the record.
+--
+-- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
+-- KEYS[2] dead (ZSET id -> died ms)
+-- KEYS[3] ready (ZSET)
+-- KEYS[4] wake (LIST, at most one element)
+-- KEYS[5] seq (integer counter)
+-- ARGV[1] limit: with no ids, replay the `limit` oldest dead jobs
+-- ARGV[2..] job ids to replay (ids not in dead are skipped)
+-- Returns: number of jobs replayed
+-- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
+--         the first write
+
+local tag, dead, ready, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+for _, pair in ipairs({{dead, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'}}) do
+  local found = redis.call('TYPE', pair[1])['ok']
+  if found ~= 'none' and found ~= pair[2] then
+    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
+      .. ', expected a ' .. pair[2] .. ')')
+  end
+end
+local current = redis.call('GET', seq_key)
+if current and not tonumber(current) then
+  return redis.error_reply('calmq: foreign data in ' .. seq_key .. ' (not an integer)')
+end
+
+local ids = {}
+if #ARGV > 1 then
+  for i = 2, #ARGV do ids[#ids + 1] = ARGV[i] end
+else
+  ids = redis.call('ZRANGE', dead, 0, tonumber(ARGV[1]) - 1)
+end
+
+local replayed = 0
+for _, id in ipairs(ids) do
+  if redis.call('ZREM', dead, id) == 1 then
+    local seq = redis.call('INCR', seq_key)
+    local jk = tag .. ':job:' .. id
+    local priority = 0
+    -- A missing or foreign record is still moved: claim dead-letters it again, with a reason.
+    if redis.call('TYPE', jk)['ok'] == 'hash' then
+      priority = tonumber(redis.call('HGET', jk, 'priority')) or 0
+      redis.call('HSET', jk, 'state', 'ready', 'attempt', 0, 'seq', seq, 'token', '')
+      redis.call('HDEL', jk, 'fin')
+    end
+    redis.call('ZADD', ready, -priority * 1e12 + seq, id)
+    replayed = replayed + 1
+  end
+end
+if replayed > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+return replayed

@@ -1,0 +1,73 @@
+-- rescue_expired.lua: take back jobs whose lease deadline passed (their worker was lost).
+--
+-- Each expired job loses its token; it goes back to ready with its original score, or to
+-- dead when that was its last allowed attempt. Also deletes up to `limit` dead jobs older
+-- than the dead-letter TTL.
+--
+-- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
+-- KEYS[2] leases (ZSET id -> lease deadline ms)
+-- KEYS[3] ready (ZSET)
+-- KEYS[4] dead (ZSET id -> died ms)
+-- KEYS[5] wake (LIST, at most one element)
+-- ARGV[1] limit
+-- ARGV[2] dead_ttl_ms
+-- ARGV[3] schema version for the minimal hash of a dead-lettered corrupt record
+-- Returns: flat array: number of requeued ids, the requeued ids, then the dead-lettered ids
+-- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
+--         the first write
+
+local tag, leases, ready, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local limit, dead_ttl, version = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+for _, pair in ipairs({{leases, 'zset'}, {ready, 'zset'}, {dead, 'zset'}, {wake, 'list'}}) do
+  local found = redis.call('TYPE', pair[1])['ok']
+  if found ~= 'none' and found ~= pair[2] then
+    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
+      .. ', expected a ' .. pair[2] .. ')')
+  end
+end
+
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local requeued, buried = {}, {}
+local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
+for _, id in ipairs(expired) do
+  local jk = tag .. ':job:' .. id
+  local f = redis.pcall('HMGET', jk, 'state', 'attempt', 'max_attempts', 'priority', 'seq')
+  if f.err or not f[1] then
+    -- Missing or foreign record: dead-letter it with a reason (a foreign key is left as is).
+    if not f.err then
+      redis.call('HSET', jk, 'id', id, 'state', 'dead', 'error', 'job record missing or corrupt',
+        'fin', now, 'token', '', 'v', version)
+    end
+    redis.call('ZADD', dead, now, id)
+    buried[#buried + 1] = id
+  else
+    local attempt, max_attempts = tonumber(f[2]) or 1, tonumber(f[3]) or 1
+    local reason = 'lease expired on attempt ' .. attempt .. ' of ' .. max_attempts
+      .. ': the worker was lost (crashed, killed or partitioned)'
+    if attempt >= max_attempts then
+      redis.call('HSET', jk, 'state', 'dead', 'token', '', 'error', reason, 'fin', now)
+      redis.call('HDEL', jk, 'tb')
+      redis.call('ZADD', dead, now, id)
+      buried[#buried + 1] = id
+    else
+      redis.call('HSET', jk, 'state', 'ready', 'token', '', 'error', reason)
+      redis.call('HDEL', jk, 'tb')
+      redis.call('ZADD', ready, -(tonumber(f[4]) or 0) * 1e12 + (tonumber(f[5]) or 0), id)
+      requeued[#requeued + 1] = id
+    end
+  end
+end
+-- The expired leases are exactly the lowest ranks (the script runs atomically).
+if #expired > 0 then redis.call('ZREMRANGEBYRANK', leases, 0, #expired - 1) end
+if #requeued > 0 and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+
+-- Forget dead jobs past the dead-letter TTL (oldest first, bounded).
+local old = redis.call('ZRANGEBYSCORE', dead, '-inf', now - dead_ttl, 'LIMIT', 0, limit)
+for _, id in ipairs(old) do redis.call('DEL', tag .. ':job:' .. id) end
+if #old > 0 then redis.call('ZREMRANGEBYRANK', dead, 0, #old - 1) end
+
+local out = {#requeued}
+for _, id in ipairs(requeued) do out[#out + 1] = id end
+for _, id in ipairs(buried) do out[#out + 1] = id end
+return out

@@ -1,0 +1,112 @@
+"""The Lua scripts of the Redis store: loading, header parsing and calling.
+
+Each ``lua/<name>.lua`` file is one atomic store operation. Its header declares every
+``KEYS[i]`` it takes; :func:`declared_key_count` parses that so a test (and a cheap check
+on every call) can prove the Python side passes exactly that many keys.
+
+Scripts run with EVALSHA. After ``SCRIPT FLUSH`` or a Redis restart the server answers
+NOSCRIPT; the script is then loaded and the call retried once. That is safe because a
+NOSCRIPT reply means the script did not run at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError, ResponseError
+
+SCRIPT_NAMES = (
+    "enqueue",
+    "claim",
+    "extend_leases",
+    "complete",
+    "fail",
+    "release",
+    "promote_due",
+    "rescue_expired",
+    "replay_dead",
+    "purge_dead",
+)
+
+_KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
+
+Arg = str | bytes | int | float
+
+
+def script_source(name: str) -> str:
+    """The text of ``lua/<name>.lua``, read from the installed package."""
+    return resources.files("calmq.stores.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+def declared_key_count(source: str) -> int:
+    """How many ``KEYS`` a script's header declares (``-- KEYS[1] ...`` lines).
+
+    Raises ``ValueError`` when the header numbers keys with gaps or duplicates, so a
+    mis-edited header fails loudly instead of skewing the count.
+    """
+    numbers = [int(n) for n in _KEY_LINE.findall(source)]
+    if numbers != list(range(1, len(numbers) + 1)):
+        raise ValueError(f"KEYS in the header are not numbered 1..n: {numbers}")
+    return len(numbers)
+
+
+class Scripts:
+    """One redis-py :class:`Script` per Lua file, owned by one store instance."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._client = client
+        self._scripts: dict[str, Script] = {}
+        self._key_counts: dict[str, int] = {}
+        for name in SCRIPT_NAMES:
+            source = script_source(name)
+            self._scripts[name] = client.register_script(source)
+            self._key_counts[name] = declared_key_count(source)
+
+    def key_count(self, name: str) -> int:
+        """The number of ``KEYS`` script ``name`` declares."""
+        return self._key_counts[name]
+
+    def run(self, name: str, keys: Sequence[str], args: Iterable[Arg]) -> Any:
+        """Run a script in one round trip (two more, once, after a script cache flush)."""
+        self._check_keys(name, keys)
+        # Script.__call__ does EVALSHA and, on NOSCRIPT, SCRIPT LOAD + EVALSHA again.
+        return self._scripts[name](keys=keys, args=list(args), client=self._client)
+
+    def run_many(
+        self,
+        calls: Sequence[tuple[str, Sequence[str], Sequence[Arg]]],
+        *,
+        before: Sequence[tuple[Arg, ...]] = (),
+    ) -> list[Any]:
+        """Run several scripts in one pipelined round trip; results (or errors) in order.
+
+        ``before`` are plain commands sent first in the same round trip (their replies are
+        dropped, errors included: they must be harmless to lose). redis-py's pipeline would
+        ask ``SCRIPT EXISTS`` before every execution (an extra round trip), so the EVALSHAs
+        are queued directly and only the calls answered with NOSCRIPT are loaded and rerun.
+        """
+        pipe = self._client.pipeline(transaction=False)
+        for command in before:
+            untyped: Any = pipe  # redis-py leaves execute_command unannotated
+            untyped.execute_command(*command)
+        for name, keys, args in calls:
+            self._check_keys(name, keys)
+            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+        results: list[Any] = pipe.execute(raise_on_error=False)[len(before) :]
+        for i, result in enumerate(results):
+            if isinstance(result, NoScriptError):
+                name, keys, args = calls[i]
+                results[i] = self.run(name, keys, args)
+        return results
+
+    def _check_keys(self, name: str, keys: Sequence[str]) -> None:
+        if len(keys) != self._key_counts[name]:
+            # A programming error, but refusing beats letting Lua index a missing KEYS[i].
+            raise ResponseError(
+                f"calmq: {name}.lua declares {self._key_counts[name]} keys, got {len(keys)}"
+            )

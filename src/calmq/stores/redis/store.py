@@ -1,0 +1,521 @@
+"""``RedisStore``: the :class:`~calmq.stores.base.Store` contract on Redis.
+
+Every state-changing method is one Lua script (``lua/*.lua``), so each is atomic and costs
+one round trip; replies are flat arrays parsed here. Key names come from :mod:`.keys` only.
+
+Connection discipline is the point of calmq: producers share a *blocking* pool of
+``settings.pool_size`` connections with short timeouts and no retries, so when Redis is slow
+or gone a call fails with :class:`~calmq.errors.QueueUnavailable` within
+``settings.enqueue_bound`` instead of piling up connections or threads. ``wait_for_work``
+blocks on its own connections, never on the producers' pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, cast
+
+import redis
+from redis.backoff import NoBackoff
+from redis.connection import UnixDomainSocketConnection
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+from redis.retry import Retry
+
+from calmq.errors import CalmqError, ConfigurationError, QueueUnavailable, StoreError
+from calmq.job import (
+    SCHEMA_VERSION,
+    ClaimedJob,
+    ClaimResult,
+    EnqueueResult,
+    FailOutcome,
+    JobInfo,
+    JobState,
+    Lease,
+    NewJob,
+    QueueCounts,
+    RescueResult,
+)
+from calmq.settings import Settings
+from calmq.stores import redact_url
+from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS
+from calmq.stores.redis.keys import QueueKeys, queue_keys, queues_key
+from calmq.stores.redis.scripts import Arg, Scripts
+
+MAX_ERROR_CHARS = 2_000
+MAX_TRACEBACK_CHARS = 20_000
+#: Jobs per script call when replaying or purging a whole dead-letter store (scripts stay
+#: O(batch): one call never blocks Redis for long).
+ADMIN_BATCH = 1_000
+#: Each claimed job comes back as this many entries of the flat reply of claim.lua.
+CLAIM_FIELDS = 10
+CORRUPT_REASON = "job record missing or corrupt"
+
+# First word of a Redis error reply -> QueueUnavailable.reason. These mean "the server
+# cannot take this write right now", not "calmq's data is wrong".
+_UNAVAILABLE_CODES = {
+    "OOM": "oom",
+    "MISCONF": "misconf",
+    "READONLY": "readonly",
+    "LOADING": "loading",
+    "BUSY": "busy",
+    "NOREPLICAS": "noreplicas",
+    "MASTERDOWN": "masterdown",
+    "NOAUTH": "auth",
+    "WRONGPASS": "auth",
+    "NOPERM": "auth",
+    "CLUSTERDOWN": "clusterdown",
+    "TRYAGAIN": "tryagain",
+}
+
+
+class _Connection(Protocol):
+    """The part of redis-py's (unannotated) ``Connection`` that ``wait_for_work`` uses."""
+
+    def send_command(self, *args: Arg) -> None: ...
+    def read_response(self, *, timeout: float) -> Any: ...
+    def disconnect(self) -> None: ...
+
+
+class RedisStore:
+    """Jobs, leases and dead letters in Redis (one hash tag per queue, Cluster-safe)."""
+
+    capabilities = frozenset({CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS})
+
+    def __init__(self, url: str, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.display_url = redact_url(url)
+        self._pool = self._make_pool(url)
+        self._client = redis.Redis(connection_pool=self._pool)
+        self._scripts = Scripts(self._client)
+        self._prefix = self.settings.key_prefix
+        self._keys: dict[str, QueueKeys] = {}
+        # Queues this instance already SADDed to <prefix>:queues (one SADD per queue).
+        self._known_queues: set[str] = set()
+        # Idle connections for wait_for_work, reused across threads; never the producers'.
+        self._waiters: list[_Connection] = []
+        self._waiters_lock = threading.Lock()
+        self._waiters_pid = os.getpid()
+        self._closed = False
+
+    def _make_pool(self, url: str) -> redis.BlockingConnectionPool:
+        s = self.settings
+        options: dict[str, Any] = {
+            "max_connections": s.pool_size,
+            "timeout": s.pool_timeout,  # wait for a free connection at most this long
+            "socket_connect_timeout": s.connect_timeout,
+            "socket_timeout": s.command_timeout,
+            "health_check_interval": 30,
+            # No retries: a retry would silently double the documented bound.
+            "retry": Retry(NoBackoff(), 0),
+            # No CLIENT SETINFO on connect: two round trips each new connection would pay.
+            "driver_info": None,
+        }
+        try:
+            pool = redis.BlockingConnectionPool.from_url(url, **options)
+            if not issubclass(pool.connection_class, UnixDomainSocketConnection):
+                pool.connection_kwargs["socket_keepalive"] = True  # TCP only
+        except (ValueError, TypeError) as exc:
+            raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
+        return pool
+
+    # --- plumbing -------------------------------------------------------------------
+    def _queue(self, queue: str) -> QueueKeys:
+        keys = self._keys.get(queue)
+        if keys is None:
+            keys = self._keys[queue] = queue_keys(self._prefix, queue)
+        return keys
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Map every redis-py error to a calmq error, keeping it as ``__cause__``."""
+        try:
+            yield
+        except RedisError as exc:
+            raise self._translate(exc) from exc
+
+    def _translate(self, exc: RedisError) -> CalmqError:
+        message = str(exc)
+        reason = _unavailable_reason(exc, message)
+        if reason is not None:
+            return QueueUnavailable(
+                f"Redis store {self.display_url} unavailable ({reason}): {message}",
+                reason=reason,
+            )
+        if message.startswith("calmq:"):
+            # Redis appends " script: <sha>, on @user_script:N." to errors raised in Lua.
+            return StoreError(message.split(" script: ", 1)[0])
+        return StoreError(f"Redis store {self.display_url}: {message}")
+
+    def _run(self, name: str, keys: QueueKeys, args: Sequence[Arg]) -> Any:
+        with self._guard():
+            return self._scripts.run(name, keys.for_script(name), args)
+
+    @staticmethod
+    def _raise_errors(replies: list[Any]) -> None:
+        for reply in replies:
+            if isinstance(reply, RedisError):
+                raise reply
+
+    # --- producers -------------------------------------------------------------------
+    def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """Store new jobs; one script call per queue, all in one round trip."""
+        if not jobs:
+            return []
+        by_queue: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_queue.setdefault(job.queue, []).append(i)
+        calls: list[tuple[str, Sequence[str], Sequence[Arg]]] = []
+        for queue, positions in by_queue.items():
+            args: list[Arg] = [SCHEMA_VERSION]
+            for i in positions:
+                job = jobs[i]
+                run_at = "" if job.run_at_ms is None else job.run_at_ms
+                args += (job.id, job.task, job.payload, job.priority, job.max_attempts)
+                args += (max(job.delay_ms, 0), run_at)
+            calls.append(("enqueue", self._queue(queue).for_script("enqueue"), args))
+        new_queues = [q for q in by_queue if q not in self._known_queues]
+        with self._guard():
+            if len(calls) == 1 and not new_queues:
+                replies = [self._scripts.run(*calls[0])]
+            else:
+                before = [("SADD", queues_key(self._prefix), *new_queues)] if new_queues else []
+                replies = self._scripts.run_many(calls, before=before)
+                self._raise_errors(replies)
+                self._known_queues.update(new_queues)
+        results: list[EnqueueResult | None] = [None] * len(jobs)
+        for positions, reply in zip(by_queue.values(), replies, strict=True):
+            for n, i in enumerate(positions):
+                state = _state(reply[2 * n + 1])
+                results[i] = EnqueueResult(jobs[i].id, bool(reply[2 * n]), state)
+        return [r for r in results if r is not None]
+
+    # --- workers ---------------------------------------------------------------------
+    def claim(self, queue: str, *, limit: int, lease_ms: int) -> ClaimResult:
+        """Lease up to ``limit`` ready jobs (promoting due scheduled jobs first)."""
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        args = (limit, lease_ms, max(limit, 100), SCHEMA_VERSION)
+        reply = self._run("claim", self._queue(queue), args)
+        now, next_due, deadline = int(reply[0]), reply[1], int(reply[2])
+        jobs = [
+            ClaimedJob(
+                id=reply[i].decode(),
+                queue=queue,
+                task=reply[i + 1].decode(),
+                payload=reply[i + 2],
+                token=str(reply[i + 3]),
+                attempt=int(reply[i + 4]),
+                max_attempts=int(reply[i + 5]),
+                priority=int(reply[i + 6]),
+                enqueued_at_ms=int(reply[i + 7]),
+                lease_deadline_ms=deadline,
+                claimed_at_ms=now,
+                ready_at_ms=int(reply[i + 8]),
+                schema_version=int(reply[i + 9]),
+            )
+            for i in range(3, len(reply), CLAIM_FIELDS)
+        ]
+        return ClaimResult(jobs, next_due_ms=_score(next_due) if next_due else None, now_ms=now)
+
+    def extend_leases(self, queue: str, leases: Sequence[Lease], *, lease_ms: int) -> list[str]:
+        """Push lease deadlines to now + ``lease_ms``; return the ids no longer ours."""
+        if not leases:
+            return []
+        reply = self._run("extend_leases", self._queue(queue), [lease_ms, *_flatten(leases)])
+        return [raw.decode() for raw in reply]
+
+    def complete(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
+        """Mark jobs succeeded where the lease is still ours."""
+        if not leases:
+            return []
+        ttl_ms = math.ceil(self.settings.completed_ttl * 1000)
+        reply = self._run("complete", self._queue(queue), [ttl_ms, *_flatten(leases)])
+        return [bool(flag) for flag in reply]
+
+    def fail(
+        self,
+        queue: str,
+        lease: Lease,
+        *,
+        error: str,
+        traceback: str | None = None,
+        retry_in_ms: int | None = None,
+    ) -> FailOutcome:
+        """Schedule a retry in ``retry_in_ms``, or dead-letter the job when it is None."""
+        args: list[Arg] = [
+            lease.id,
+            lease.token,
+            error[:MAX_ERROR_CHARS],
+            (traceback or "")[:MAX_TRACEBACK_CHARS],
+            "" if retry_in_ms is None else max(retry_in_ms, 0),
+        ]
+        reply = self._run("fail", self._queue(queue), args)
+        return FailOutcome(reply.decode())
+
+    def release(self, queue: str, leases: Sequence[Lease]) -> int:
+        """Give leased jobs back to ready without spending an attempt."""
+        if not leases:
+            return 0
+        return int(self._run("release", self._queue(queue), _flatten(leases)))
+
+    def promote_due(self, queue: str, *, limit: int = 1000) -> int:
+        """Move up to ``limit`` due scheduled jobs to ready."""
+        if limit < 1:
+            return 0
+        return int(self._run("promote_due", self._queue(queue), [limit]))
+
+    def rescue_expired(self, queue: str, *, limit: int = 1000) -> RescueResult:
+        """Requeue (or dead-letter) jobs whose lease passed; drop dead jobs past dead_ttl."""
+        if limit < 1:
+            return RescueResult([], [])
+        ttl_ms = math.ceil(self.settings.dead_ttl * 1000)
+        reply = self._run("rescue_expired", self._queue(queue), [limit, ttl_ms, SCHEMA_VERSION])
+        requeued = int(reply[0])
+        ids = [raw.decode() for raw in reply[1:]]
+        return RescueResult(ids[:requeued], ids[requeued:])
+
+    def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
+        """BLPOP the wake lists of ``queues`` for up to ``timeout`` seconds.
+
+        Runs on a connection of its own (never the producers' pool) whose read timeout is
+        the BLPOP timeout plus ``command_timeout`` + 1 s. BLPOP 0 would block forever, so
+        the timeout is rounded up to whole milliseconds, at least one.
+        """
+        if not queues:
+            raise ValueError("wait_for_work needs at least one queue")
+        wake_keys = [self._queue(q).wake for q in queues]
+        seconds = max(math.ceil(timeout * 1000), 1) / 1000
+        conn = self._take_waiter()
+        try:
+            with self._guard():
+                conn.send_command("BLPOP", *wake_keys, f"{seconds:.3f}")
+                reply = conn.read_response(timeout=seconds + self.settings.command_timeout + 1)
+        except BaseException:
+            # An interrupted BLPOP leaves its reply in flight: the connection is unusable.
+            conn.disconnect()
+            raise
+        finally:
+            self._return_waiter(conn)
+        return reply is not None
+
+    def _take_waiter(self) -> _Connection:
+        with self._waiters_lock:
+            if self._waiters_pid != os.getpid():
+                # Forked: those sockets belong to the parent. Forget them, don't close them.
+                self._waiters, self._waiters_pid = [], os.getpid()
+            if self._waiters:
+                return self._waiters.pop()
+        # Same URL and options as the pool, but outside it: a BLPOP must never hold a
+        # connection producers are waiting for.
+        return cast(_Connection, self._pool.connection_class(**self._pool.connection_kwargs))
+
+    def _return_waiter(self, conn: _Connection) -> None:
+        with self._waiters_lock:
+            if not self._closed:
+                self._waiters.append(conn)
+                return
+        conn.disconnect()
+
+    # --- admin -----------------------------------------------------------------------
+    def get_job(self, queue: str, job_id: str) -> JobInfo | None:
+        """The job with that id in that queue, or None."""
+        keys = self._queue(queue)
+        with self._guard():
+            fields = cast(dict[bytes, bytes], self._client.hgetall(keys.job(job_id)))
+        return _job_info(queue, job_id, fields) if fields else None
+
+    def list_jobs(
+        self, queue: str, state: JobState, *, offset: int = 0, limit: int = 100
+    ) -> list[JobInfo]:
+        """Jobs of one state, in claim / due / deadline order, or newest first for dead."""
+        keys = self._queue(queue)
+        index = {
+            JobState.READY: keys.ready,
+            JobState.SCHEDULED: keys.scheduled,
+            JobState.RUNNING: keys.leases,
+            JobState.DEAD: keys.dead,
+        }.get(state)
+        if index is None or limit < 1:
+            return []  # succeeded and cancelled jobs are not indexed
+        start, stop = max(offset, 0), max(offset, 0) + limit - 1
+        with self._guard():
+            read = self._client.zrevrange if state is JobState.DEAD else self._client.zrange
+            ids = cast(list[bytes], read(index, start, stop))
+            pipe = self._client.pipeline(transaction=False)
+            for raw in ids:
+                pipe.hgetall(keys.job(raw.decode()))
+            hashes = pipe.execute(raise_on_error=False) if ids else []
+        jobs = []
+        for raw, fields in zip(ids, hashes, strict=True):
+            job_id = raw.decode()
+            if isinstance(fields, dict) and fields.get(b"state") and b"payload" in fields:
+                jobs.append(_job_info(queue, job_id, fields))
+            else:  # missing or foreign record: show it, with the reason, rather than hide it
+                jobs.append(_corrupt_info(queue, job_id, state, fields))
+        return jobs
+
+    def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
+        """Jobs per state, for the given queues or every known queue (one round trip)."""
+        names = self.queues() if queues is None else list(queues)
+        all_keys = [self._queue(q) for q in names]
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            for keys in all_keys:
+                for key in (keys.ready, keys.scheduled, keys.leases, keys.dead):
+                    pipe.zcard(key)
+            sizes = pipe.execute()
+        return [
+            QueueCounts(name, *(int(n) for n in sizes[4 * i : 4 * i + 4]))
+            for i, name in enumerate(names)
+        ]
+
+    def queues(self) -> list[str]:
+        """Names of every queue that ever received a job, sorted."""
+        with self._guard():
+            members = cast(set[bytes], self._client.smembers(queues_key(self._prefix)))
+        return sorted(raw.decode() for raw in members)
+
+    def replay_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        """Put dead jobs back to ready with fresh attempts; ``None`` means all."""
+        return self._dead_batches("replay_dead", queue, job_ids)
+
+    def purge_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
+        """Delete dead jobs for good; ``None`` means all."""
+        return self._dead_batches("purge_dead", queue, job_ids)
+
+    def _dead_batches(self, name: str, queue: str, job_ids: Sequence[str] | None) -> int:
+        """Run a dead-letter script in batches of ``ADMIN_BATCH`` so each call stays short."""
+        keys = self._queue(queue)
+        if job_ids is not None:
+            ids = list(job_ids)
+            calls: list[tuple[str, Sequence[str], Sequence[Arg]]] = [
+                (name, keys.for_script(name), [ADMIN_BATCH, *ids[i : i + ADMIN_BATCH]])
+                for i in range(0, len(ids), ADMIN_BATCH)
+            ]
+            if not calls:
+                return 0
+            with self._guard():
+                replies = self._scripts.run_many(calls)
+                self._raise_errors(replies)
+            return sum(int(n) for n in replies)
+        total = 0
+        while True:  # "all": the oldest ADMIN_BATCH dead jobs per call until none are left
+            done = int(self._run(name, keys, [ADMIN_BATCH]))
+            total += done
+            if done < ADMIN_BATCH:
+                return total
+
+    def now_ms(self) -> int:
+        """Redis's clock (TIME), in ms since the epoch."""
+        with self._guard():
+            seconds, micros = self._client.time()
+        return int(seconds) * 1000 + int(micros) // 1000
+
+    def close(self) -> None:
+        """Disconnect the pool and the wait connections. Idempotent."""
+        with self._waiters_lock:
+            self._closed = True
+            waiters, self._waiters = self._waiters, []
+        for conn in waiters:
+            conn.disconnect()
+        self._pool.disconnect()
+
+
+def _unavailable_reason(exc: RedisError, message: str) -> str | None:
+    """The ``QueueUnavailable.reason`` for ``exc``, or None when it is not about availability.
+
+    redis-py strips the error code off some replies (``OOM ...`` becomes ``...``) but keeps
+    it in ``status_code``; replies it does not know keep the code as their first word.
+    """
+    if "max number of clients" in message:  # redis-py raises it as a ConnectionError
+        return "max_clients"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    if isinstance(exc, BusyLoadingError):
+        return "loading"
+    if isinstance(exc, ConnectionError):
+        return "pool_exhausted" if "No connection available" in message else "connection"
+    if isinstance(exc, ResponseError):
+        code = exc.status_code or message.split(" ", 1)[0]
+        return _UNAVAILABLE_CODES.get(code)
+    return None
+
+
+# --- reply parsing ----------------------------------------------------------------------
+def _flatten(leases: Sequence[Lease]) -> list[Arg]:
+    args: list[Arg] = []
+    for lease in leases:
+        args += (lease.id, lease.token)
+    return args
+
+
+def _score(raw: bytes) -> int:
+    # Redis prints integral scores as integers, but float() also reads "1.7e+12".
+    return int(float(raw))
+
+
+def _state(raw: bytes) -> JobState:
+    try:
+        return JobState(raw.decode())
+    except ValueError:
+        raise StoreError(f"stored job has an unknown state {raw!r}") from None
+
+
+def _opt_int(raw: bytes | None) -> int | None:
+    return int(raw) if raw else None
+
+
+def _opt_text(raw: bytes | None) -> str | None:
+    return raw.decode(errors="replace") if raw else None
+
+
+def _job_info(queue: str, job_id: str, fields: dict[bytes, bytes]) -> JobInfo:
+    get = fields.get
+    state = get(b"state")
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        task=get(b"task", b"").decode(),
+        state=_state(state) if state else JobState.DEAD,
+        payload=get(b"payload", b""),
+        priority=int(get(b"priority") or 0),
+        attempt=int(get(b"attempt") or 0),
+        max_attempts=int(get(b"max_attempts") or 0),
+        enqueued_at_ms=int(get(b"enq") or 0),
+        run_at_ms=_opt_int(get(b"run_at")),
+        finished_at_ms=_opt_int(get(b"fin")),
+        error=_opt_text(get(b"error")) or (None if state else CORRUPT_REASON),
+        traceback=_opt_text(get(b"tb")),
+        schema_version=int(get(b"v") or SCHEMA_VERSION),
+    )
+
+
+def _corrupt_info(queue: str, job_id: str, state: JobState, fields: object) -> JobInfo:
+    """A stand-in for an index entry whose job hash is missing or unreadable."""
+    found = fields if isinstance(fields, dict) else {}
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        task=found.get(b"task", b"").decode(errors="replace"),
+        state=state,
+        payload=b"",
+        priority=0,
+        attempt=0,
+        max_attempts=0,
+        enqueued_at_ms=0,
+        finished_at_ms=_opt_int(found.get(b"fin")),
+        error=_opt_text(found.get(b"error")) or CORRUPT_REASON,
+    )

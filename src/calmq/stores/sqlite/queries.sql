@@ -1,0 +1,297 @@
+-- Every SQL statement of the SQLite store, one per "-- name: <query_name>" block.
+-- Loaded once per store by calmq.stores.sqlite.queries; business code never builds SQL.
+-- Lists of ids travel as one JSON array parameter read with json_each(:ids), so no
+-- statement text depends on the number of items.
+
+-- ---------------------------------------------------------------- connection set-up
+
+-- name: get_journal_mode
+PRAGMA journal_mode;
+
+-- WAL: readers never block the writer and the writer never blocks readers, so an idle
+-- worker polling an empty queue cannot stall producers (the incident calmq exists for).
+-- name: set_journal_mode_wal
+PRAGMA journal_mode = WAL;
+
+-- NORMAL is durable against application crashes in WAL mode; only an OS crash or power
+-- loss can lose the last commits. FULL would fsync every commit and cap throughput.
+-- name: set_synchronous_normal
+PRAGMA synchronous = NORMAL;
+
+-- Read back to prove the busy timeout (set by sqlite3.connect(timeout=...)) is in force.
+-- name: get_busy_timeout
+PRAGMA busy_timeout;
+
+-- Changes whenever ANOTHER connection commits to the file: a cheap cross-process
+-- "something happened" signal for wait_for_work.
+-- name: data_version
+PRAGMA data_version;
+
+-- Forces SQLite to read the header now, so "file is not a database" surfaces at open.
+-- name: schema_probe
+SELECT count(*) FROM sqlite_master;
+
+-- ---------------------------------------------------------------- migrations
+
+-- name: create_migrations_table
+CREATE TABLE IF NOT EXISTS calmq_migrations (
+    version INTEGER NOT NULL PRIMARY KEY,
+    applied_at INTEGER NOT NULL
+);
+
+-- name: migrations_table_exists
+SELECT EXISTS (
+    SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'calmq_migrations'
+);
+
+-- name: applied_versions
+SELECT version FROM calmq_migrations ORDER BY version;
+
+-- name: record_migration
+INSERT INTO calmq_migrations (version, applied_at) VALUES (:version, :applied_at);
+
+-- ---------------------------------------------------------------- enqueue
+
+-- Reserve :n sequence numbers; the caller uses (value - n, value].
+-- name: reserve_seq
+UPDATE seq_counter SET value = value + :n WHERE id = 1 RETURNING value;
+
+-- name: bump_seq
+UPDATE seq_counter SET value = value + :n WHERE id = 1;
+
+-- Idempotent by (queue, id): an existing job is left untouched (rowcount 0).
+-- name: insert_job
+INSERT INTO jobs (
+    queue, id, task, payload, state, priority, attempt, max_attempts, seq,
+    enqueued_at, run_at, v
+) VALUES (
+    :queue, :id, :task, :payload, :state, :priority, 0, :max_attempts, :seq,
+    :now, :run_at, :v
+)
+ON CONFLICT (queue, id) DO NOTHING;
+
+-- name: job_state
+SELECT state FROM jobs WHERE queue = :queue AND id = :id;
+
+-- name: register_queue
+INSERT INTO queues (name) VALUES (:queue) ON CONFLICT (name) DO NOTHING;
+
+-- ---------------------------------------------------------------- claim
+
+-- Read-only probe run before taking the write lock: an idle worker polling an empty
+-- queue never takes the write lock at all. Takes a JSON array of queue names.
+-- name: claimable
+SELECT EXISTS (
+    SELECT 1 FROM json_each(:queues) AS q
+    WHERE NOT EXISTS (SELECT 1 FROM paused WHERE paused.queue = q.value)
+      AND (
+        EXISTS (SELECT 1 FROM jobs WHERE queue = q.value AND state = 'ready')
+        OR EXISTS (
+            SELECT 1 FROM jobs
+            WHERE queue = q.value AND state = 'scheduled' AND run_at <= :now
+        )
+      )
+);
+
+-- name: is_paused
+SELECT EXISTS (SELECT 1 FROM paused WHERE queue = :queue);
+
+-- Due scheduled jobs become ready with a NEW seq (behind the jobs already ready), in
+-- due order. The seq base is read once; the caller then bumps the counter by rowcount.
+-- name: promote_due
+UPDATE jobs SET state = 'ready', seq = due.base + due.rn
+FROM (
+    SELECT rowid AS rid,
+           row_number() OVER (ORDER BY run_at, seq) AS rn,
+           (SELECT value FROM seq_counter WHERE id = 1) AS base
+    FROM jobs
+    WHERE queue = :queue AND state = 'scheduled' AND run_at <= :now
+    ORDER BY run_at, seq
+    LIMIT :limit
+) AS due
+WHERE jobs.rowid = due.rid;
+
+-- One statement: select-and-lease in a single write, never read-then-write.
+-- name: claim_ready
+UPDATE jobs
+SET state = 'running', token = :token, attempt = attempt + 1, lease_deadline = :deadline
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND state = 'ready'
+    ORDER BY priority DESC, seq
+    LIMIT :limit
+)
+RETURNING rowid, id, task, payload, attempt, max_attempts, priority, enqueued_at,
+          run_at, seq, v;
+
+-- name: dead_letter_row
+UPDATE jobs
+SET state = 'dead', token = NULL, lease_deadline = NULL, finished_at = :now,
+    error = :error
+WHERE rowid = :rowid;
+
+-- name: next_due
+SELECT min(run_at) FROM jobs WHERE queue = :queue AND state = 'scheduled';
+
+-- name: next_due_any
+SELECT min(run_at) FROM jobs
+WHERE state = 'scheduled' AND queue IN (SELECT value FROM json_each(:queues));
+
+-- ---------------------------------------------------------------- leases (fenced)
+
+-- name: extend_lease
+UPDATE jobs SET lease_deadline = :deadline
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- Payload and error are dropped: the row only remembers the id for idempotent enqueue.
+-- name: complete_job
+UPDATE jobs
+SET state = 'succeeded', finished_at = :now, payload = X'', error = NULL,
+    traceback = NULL, token = NULL, lease_deadline = NULL
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- name: delete_running
+DELETE FROM jobs
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- name: fail_retry
+UPDATE jobs
+SET state = 'scheduled', run_at = :run_at, token = NULL, lease_deadline = NULL,
+    error = :error, traceback = :traceback
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- name: fail_dead
+UPDATE jobs
+SET state = 'dead', finished_at = :now, token = NULL, lease_deadline = NULL,
+    error = :error, traceback = :traceback
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- Back to ready with the ORIGINAL seq (front of its priority); the attempt is refunded.
+-- name: release_job
+UPDATE jobs
+SET state = 'ready', token = NULL, lease_deadline = NULL, attempt = max(attempt - 1, 0)
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+
+-- ---------------------------------------------------------------- maintenance
+
+-- name: rescue_to_dead
+UPDATE jobs
+SET state = 'dead', token = NULL, lease_deadline = NULL, finished_at = :now,
+    error = 'lease expired on attempt ' || attempt || ' of ' || max_attempts
+            || ': the worker was lost (crashed, killed or partitioned)'
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND state = 'running' AND lease_deadline <= :now
+      AND attempt >= max_attempts
+    ORDER BY lease_deadline
+    LIMIT :limit
+)
+RETURNING id;
+
+-- Back to ready with the original seq: the job lost its worker, not its place.
+-- name: rescue_to_ready
+UPDATE jobs
+SET state = 'ready', token = NULL, lease_deadline = NULL,
+    error = 'lease expired on attempt ' || attempt || ' of ' || max_attempts
+            || ': the worker was lost (crashed, killed or partitioned)'
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND state = 'running' AND lease_deadline <= :now
+      AND attempt < max_attempts
+    ORDER BY lease_deadline
+    LIMIT :limit
+)
+RETURNING id;
+
+-- Bounded TTL sweep of succeeded or dead rows.
+-- name: sweep_finished
+DELETE FROM jobs
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND state = :state AND finished_at <= :cutoff
+    LIMIT :limit
+);
+
+-- ---------------------------------------------------------------- dead letters
+
+-- name: replay_dead_all
+UPDATE jobs
+SET state = 'ready', attempt = 0, token = NULL, lease_deadline = NULL,
+    finished_at = NULL, run_at = :now, seq = d.base + d.rn
+FROM (
+    SELECT rowid AS rid,
+           row_number() OVER (ORDER BY seq) AS rn,
+           (SELECT value FROM seq_counter WHERE id = 1) AS base
+    FROM jobs
+    WHERE queue = :queue AND state = 'dead'
+    ORDER BY seq
+    LIMIT :limit
+) AS d
+WHERE jobs.rowid = d.rid;
+
+-- CROSS JOIN fixes the join order: one primary-key lookup per requested id instead of
+-- a scan of every dead job of the queue.
+-- name: replay_dead_ids
+UPDATE jobs
+SET state = 'ready', attempt = 0, token = NULL, lease_deadline = NULL,
+    finished_at = NULL, run_at = :now, seq = d.base + d.rn
+FROM (
+    SELECT jobs.rowid AS rid,
+           row_number() OVER (ORDER BY seq) AS rn,
+           (SELECT value FROM seq_counter WHERE id = 1) AS base
+    FROM json_each(:ids) AS wanted CROSS JOIN jobs
+    WHERE jobs.queue = :queue AND jobs.id = wanted.value AND jobs.state = 'dead'
+    ORDER BY seq
+) AS d
+WHERE jobs.rowid = d.rid;
+
+-- name: purge_dead_all
+DELETE FROM jobs
+WHERE rowid IN (
+    SELECT rowid FROM jobs WHERE queue = :queue AND state = 'dead' LIMIT :limit
+);
+
+-- name: purge_dead_ids
+DELETE FROM jobs
+WHERE rowid IN (
+    SELECT jobs.rowid FROM json_each(:ids) AS wanted CROSS JOIN jobs
+    WHERE jobs.queue = :queue AND jobs.id = wanted.value AND jobs.state = 'dead'
+);
+
+-- ---------------------------------------------------------------- admin reads
+
+-- name: get_job
+SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
+       run_at, finished_at, error, traceback, v
+FROM jobs WHERE queue = :queue AND id = :id;
+
+-- name: list_ready
+SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
+       run_at, finished_at, error, traceback, v
+FROM jobs WHERE queue = :queue AND state = 'ready'
+ORDER BY priority DESC, seq LIMIT :limit OFFSET :offset;
+
+-- name: list_scheduled
+SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
+       run_at, finished_at, error, traceback, v
+FROM jobs WHERE queue = :queue AND state = 'scheduled'
+ORDER BY run_at, seq LIMIT :limit OFFSET :offset;
+
+-- name: list_running
+SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
+       run_at, finished_at, error, traceback, v
+FROM jobs WHERE queue = :queue AND state = 'running'
+ORDER BY lease_deadline, seq LIMIT :limit OFFSET :offset;
+
+-- Newest first: also used for succeeded and cancelled rows (by finish time).
+-- name: list_finished
+SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
+       run_at, finished_at, error, traceback, v
+FROM jobs WHERE queue = :queue AND state = :state
+ORDER BY finished_at DESC, seq DESC LIMIT :limit OFFSET :offset;
+
+-- name: count_states
+SELECT state, count(*) FROM jobs WHERE queue = :queue GROUP BY state;
+
+-- name: list_queues
+SELECT name FROM queues ORDER BY name;
