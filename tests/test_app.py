@@ -87,7 +87,7 @@ def test_bad_input_is_rejected_before_any_store_call() -> None:
     with pytest.raises(UnknownTask):
         app.enqueue("no.such.task")
     with pytest.raises(ConfigurationError, match="timezone-aware"):
-        job.enqueue_at(dt.datetime(2030, 1, 1), 1)  # noqa: DTZ001 - the point of the test
+        job.enqueue_at(dt.datetime(2030, 1, 1), 1)
     with pytest.raises(ConfigurationError, match="priority"):
         job.options(priority=10**6).enqueue(1)
     with pytest.raises(ConfigurationError, match="queue name"):
@@ -140,7 +140,8 @@ def test_default_store_is_sqlite_in_the_working_directory(
 
 def test_task_signatures_are_checked_by_mypy(tmp_path: Path) -> None:
     source = tmp_path / "typed_usage.py"
-    source.write_text(textwrap.dedent("""
+    source.write_text(
+        textwrap.dedent("""
         from calmq import App
         app = App()
 
@@ -149,7 +150,8 @@ def test_task_signatures_are_checked_by_mypy(tmp_path: Path) -> None:
 
         send_sms.enqueue("+31", "ok")
         send_sms.enqueue(1, 2)
-    """))
+    """)
+    )
     result = subprocess.run(
         [sys.executable, "-m", "mypy", "--strict", "--no-incremental", str(source)],
         capture_output=True, text=True, timeout=120, check=False,

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import inspect
 import datetime as dt
+import inspect
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
@@ -67,7 +67,8 @@ class App:
 
     @overload
     def task(
-        self, fn: None = None, /, *, name: str | None = None, queue: str = "default", retries: int = 3,
+        self, fn: None = None, /, *, name: str | None = None, queue: str = "default",
+        retries: int = 3,
         timeout: float | None = None, priority: int = 0, backoff: Backoff | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...  # fmt: skip
 

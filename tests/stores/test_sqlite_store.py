@@ -337,7 +337,8 @@ def test_concurrent_claim_from_processes(store: SqliteStore, db_path: str) -> No
     claimed = [i for r in results for i in r]
     assert len(claimed) == len(set(claimed)) == 1000
     assert set(claimed) == set(ids)
-    assert sum(1 for r in results if r) >= 2  # the work was actually shared
+    # How the work splits between processes depends on scheduling on a busy machine, so it
+    # is not asserted: exactly-once is the property.
 
 
 @pytest.mark.slow

@@ -44,7 +44,9 @@ class WorkerProcess:
     """``calmq worker tests.jobs:app`` in a subprocess, its output in a log file."""
 
     def __init__(self, settings: Settings, log: Path, *args: str) -> None:
-        env = dict(os.environ, CALMQ_URL=settings.resolved_url(), CALMQ_KEY_PREFIX=settings.key_prefix)
+        env = dict(
+            os.environ, CALMQ_URL=settings.resolved_url(), CALMQ_KEY_PREFIX=settings.key_prefix
+        )
         self.log = log
         self._out = open(log, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(

@@ -54,7 +54,9 @@ def test_sync_and_async_jobs_run_once_each(app: App, tmp_path: Path) -> None:
         app.enqueue("append", str(out), f"sync-{i}")
         app.enqueue("append_async", str(out), f"async-{i}")
     worker = run_burst(app, concurrency=8)
-    assert sorted(lines(out)) == sorted([f"sync-{i}" for i in range(20)] + [f"async-{i}" for i in range(20)])
+    assert sorted(lines(out)) == sorted(
+        [f"sync-{i}" for i in range(20)] + [f"async-{i}" for i in range(20)]
+    )
     assert worker.stats.succeeded == 40
     counts = app.store.counts(["default"])[0]
     assert (counts.ready, counts.running, counts.scheduled, counts.dead) == (0, 0, 0, 0)
@@ -63,7 +65,9 @@ def test_sync_and_async_jobs_run_once_each(app: App, tmp_path: Path) -> None:
 def test_failed_job_is_retried_until_it_succeeds(app: App, tmp_path: Path) -> None:
     out = tmp_path / "attempts.txt"
     job = app.enqueue("flaky", str(out), 2)
-    worker = run_until(app, lambda: (info := job.info()) is None or info.state == JobState.SUCCEEDED)
+    worker = run_until(
+        app, lambda: (info := job.info()) is None or info.state == JobState.SUCCEEDED
+    )
     assert lines(out) == ["attempt"] * 3
     assert worker.stats.retried == 2
     assert worker.stats.succeeded == 1

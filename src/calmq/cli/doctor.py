@@ -6,6 +6,7 @@ command exits non-zero when any check fails, so it can gate a deploy.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -52,10 +53,9 @@ def check_redis(url: str, settings: Settings) -> list[Check]:
 def _redis_checks(client: redis.Redis, settings: Settings, latency_ms: float) -> list[Check]:
     info: dict[str, Any] = client.info()
     config: dict[str, Any] = {}
-    try:
-        config = client.config_get("*")
-    except redis.ResponseError:
-        pass  # CONFIG may be disabled (managed Redis): those checks say "unknown"
+    # CONFIG may be disabled (managed Redis): those checks then say "unknown".
+    with contextlib.suppress(redis.ResponseError):
+        config = {str(k): v for k, v in client.config_get("*").items()}
     checks = [_version(info), _latency(latency_ms), _clock(client)]
     checks += [_eviction(config), _persistence(info), _keepalive(config)]
     checks += [_maxclients(config, info, settings), _scripts(client)]
@@ -73,7 +73,7 @@ def _version(info: dict[str, Any]) -> Check:
 def _latency(ms: float) -> Check:
     if ms > 5:
         return Check("latency", WARN, f"PING took {ms:.1f} ms",
-                     "put workers and Redis in one network; every claim and ack pays this")  # fmt: skip
+                     "keep workers and Redis close: every claim and ack pays this")  # fmt: skip
     return Check("latency", OK, f"PING took {ms:.2f} ms")
 
 
@@ -122,11 +122,13 @@ def _keepalive(config: dict[str, Any]) -> Check:
 def _maxclients(config: dict[str, Any], info: dict[str, Any], settings: Settings) -> Check:
     maxclients = int(config.get("maxclients", 0) or 0)
     connected = int(info.get("connected_clients", 0))
-    detail = (f"{connected} connected of maxclients {maxclients or 'unknown'}; each producer"
-              f" process opens up to {settings.pool_size}, each worker process up to 6")
+    detail = (
+        f"{connected} connected of maxclients {maxclients or 'unknown'}; each producer"
+        f" process opens up to {settings.pool_size}, each worker process up to 6"
+    )
     if maxclients and connected > 0.8 * maxclients:
-        return Check("maxclients", FAIL, detail,
-                     "raise maxclients or lower pool_size: past it, new connections are refused")  # fmt: skip
+        fix = "raise maxclients or lower pool_size: past it, connections are refused"
+        return Check("maxclients", FAIL, detail, fix)
     return Check("maxclients", OK, detail)
 
 
@@ -175,7 +177,7 @@ def _sqlite_location(path: str) -> Check:
     fs_type = _filesystem_type(real)
     detail = f"{real} on {fs_type or 'unknown file system'}"
     if fs_type in {"nfs", "nfs4", "cifs", "smb3", "fuse.sshfs", "9p"}:
-        return Check("file location", FAIL, detail + ": SQLite locking is unsafe on network storage",
+        return Check("file location", FAIL, detail + ": SQLite locks are unsafe on network disks",
                      "keep the file on a local disk, or move to Redis")  # fmt: skip
     return Check("file location", OK, detail)
 
