@@ -121,6 +121,22 @@ def test_sync_job_over_its_timeout_is_failed_and_its_thread_abandoned(
     assert worker.executor.abandoned_threads == 1
 
 
+def test_solo_pool_runs_sync_jobs_on_the_loop_thread_with_timeouts(
+    app: App, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.txt"
+    for i in range(10):
+        app.enqueue("append", str(out), str(i))
+    slow = app.enqueue("slow_sync", str(tmp_path / "slow.txt"))
+    worker = run_burst(app, concurrency=4, pool="solo")
+    assert sorted(lines(out), key=int) == [str(i) for i in range(10)]
+    info = slow.info()
+    assert info is not None and info.state == JobState.DEAD
+    assert info.error is not None and "timeout" in info.error.lower()
+    assert lines(tmp_path / "slow.txt") == ["started"]  # interrupted, never finished
+    assert worker.executor.abandoned_threads == 0  # nothing left running
+
+
 def test_unknown_task_is_dead_lettered_and_other_jobs_still_run(app: App, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     app.store.enqueue([NewJob(new_job_id(), "default", "no.such.task", b'{"a":[]}')])

@@ -110,25 +110,33 @@ def cli() -> None:
     help="Seconds to let running jobs finish after a stop signal.",
 )
 @click.option(
+    "--pool",
+    default="threads",
+    show_default=True,
+    type=click.Choice(["threads", "solo"]),
+    help="Where sync jobs run: a thread per slot, or one at a time on the worker's own thread"
+    " (least overhead per job; for short jobs).",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: bool,
-           lease: float, grace: float, log_level: str) -> None:  # fmt: skip
+           lease: float, grace: float, pool: str, log_level: str) -> None:  # fmt: skip
     """Run workers for APP (``package.module:app``)."""
     setup_logging(log_level)
     queue_list, weights = parse_queues(queues)
     config = WorkerConfig(queues=queue_list, concurrency=concurrency, lease=lease, burst=burst,
-                          grace=grace, weights=weights)  # fmt: skip
+                          grace=grace, weights=weights, pool=pool)  # fmt: skip
     if processes < 1:
         raise click.BadParameter("must be >= 1", param_hint="--processes")
     if processes > 1:
         from calmq.worker.supervisor import Supervisor
 
         child = ["worker", app_path, "--queues", queues, "--concurrency", str(concurrency),
-                 "--lease", str(lease), "--grace", str(grace),
+                 "--lease", str(lease), "--grace", str(grace), "--pool", pool,
                  "--log-level", log_level]  # fmt: skip
         if burst:
             child.append("--burst")

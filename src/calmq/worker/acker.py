@@ -20,6 +20,7 @@ from calmq.worker.lease_keeper import InFlight
 log = logging.getLogger("calmq.worker")
 
 MAX_BATCH = 500
+ACK_LINGER = 0.002
 
 
 class Acker:
@@ -49,6 +50,10 @@ class Acker:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if len(self.pending) < MAX_BATCH:
+                # Let acknowledgements gather for a moment: one call for many jobs. The
+                # leases cover the wait, and nobody waits on an acknowledgement.
+                await asyncio.sleep(ACK_LINGER)
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
                 await self._complete(batch)

@@ -11,10 +11,12 @@ process should be restarted; the worker does that (see docs/operations.md).
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import dataclasses
 import enum
+import signal
+import threading
 import traceback as tb_module
+from collections.abc import Callable
 from typing import Any
 
 from calmq.app import App
@@ -50,20 +52,13 @@ SUCCEEDED = Outcome(OutcomeKind.SUCCEEDED)
 
 
 class Executor:
-    """Runs jobs of one app; owns the thread pool for sync jobs."""
+    """Turns claimed jobs into outcomes for one app. Holds no threads itself: sync work is
+    returned as a callable for the worker's :class:`~calmq.worker.threads.ThreadLane`."""
 
-    def __init__(self, app: App, *, concurrency: int, abandoned_limit: int = 64) -> None:
+    def __init__(self, app: App, *, abandoned_limit: int = 64) -> None:
         self.app = app
         self.abandoned_threads = 0
         self.abandoned_limit = abandoned_limit
-        # Headroom above concurrency so abandoned threads do not starve live jobs of threads.
-        self._threads = concurrent.futures.ThreadPoolExecutor(
-            concurrency + abandoned_limit, thread_name_prefix="calmq-job"
-        )
-
-    def shutdown(self) -> None:
-        # Do not wait: abandoned threads may never return.
-        self._threads.shutdown(wait=False, cancel_futures=True)
 
     def resolve(self, job: ClaimedJob) -> tuple[Task[Any, Any], Envelope] | Outcome:
         """The task and arguments of a job, or a REJECTED outcome saying why not."""
@@ -77,45 +72,63 @@ class Executor:
             return Outcome(OutcomeKind.REJECTED, error=f"SerializationError: {exc}")
         return task, envelope
 
-    async def run(self, job: ClaimedJob) -> Outcome:
-        """Run the job to an outcome. Never raises except CancelledError."""
-        resolved = self.resolve(job)
-        if isinstance(resolved, Outcome):
-            return resolved
-        task, envelope = resolved
-        timeout = envelope.t if envelope.t is not None else task.defaults.timeout
+    @staticmethod
+    def timeout_of(task: Task[Any, Any], envelope: Envelope) -> float | None:
+        return envelope.t if envelope.t is not None else task.defaults.timeout
+
+    async def run_async(self, task: Task[Any, Any], envelope: Envelope) -> Outcome:
+        """Run an async job on the loop under its timeout. Never raises but CancelledError."""
+        timeout = self.timeout_of(task, envelope)
         try:
-            if task.is_async:
-                await asyncio.wait_for(task.fn(*envelope.a, **envelope.k), timeout)
-            else:
-                await self._run_sync(task, envelope, timeout)
+            await asyncio.wait_for(task.fn(*envelope.a, **envelope.k), timeout)
         except asyncio.CancelledError:
             raise
         except TimeoutError:
-            return Outcome(
-                OutcomeKind.FAILED,
-                error=f"JobTimeout: {JobTimeout(f'ran longer than its timeout of {timeout} s')}",
-                timed_out=True,
-            )
-        except Retry as exc:
-            return Outcome(OutcomeKind.FAILED, error=f"Retry: {exc.reason}", retry_delay=exc.delay)
+            return timed_out(timeout)
         except Exception as exc:
             return failure(exc)
         return SUCCEEDED
 
-    async def _run_sync(
-        self, task: Task[Any, Any], envelope: Envelope, limit: float | None
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._threads, _call, task, envelope)
-        if limit is None:
-            await future
-            return
+    @staticmethod
+    def sync_work(task: Task[Any, Any], envelope: Envelope) -> Callable[[], Outcome]:
+        """A callable that runs a sync job on the calling (lane) thread."""
+
+        def work() -> Outcome:
+            try:
+                task.fn(*envelope.a, **envelope.k)
+            except Exception as exc:
+                return failure(exc)
+            return SUCCEEDED
+
+        return work
+
+    def run_solo(self, task: Task[Any, Any], envelope: Envelope) -> Outcome:
+        """Run a sync job right here, on the loop's thread (the ``solo`` pool).
+
+        The timeout is enforced with SIGALRM when this is the main thread (as the CLI runs
+        it): the job is interrupted by an exception it cannot catch with ``except
+        Exception``. Elsewhere a solo job runs without a timeout.
+        """
+        timeout = self.timeout_of(task, envelope)
+        if timeout is None or threading.current_thread() is not threading.main_thread():
+            return self.sync_work(task, envelope)()
+        previous = signal.signal(signal.SIGALRM, _raise_solo_timeout)
         try:
-            await asyncio.wait_for(asyncio.shield(future), limit)
-        except TimeoutError:
-            self.abandoned_threads += 1
-            raise
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+            try:
+                task.fn(*envelope.a, **envelope.k)
+            finally:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+        except _SoloTimeout:
+            return timed_out(timeout)
+        except Exception as exc:
+            return failure(exc)
+        finally:
+            signal.signal(signal.SIGALRM, previous)
+        return SUCCEEDED
+
+    def note_abandoned(self) -> None:
+        self.abandoned_threads += 1
 
     @property
     def must_restart(self) -> bool:
@@ -123,12 +136,29 @@ class Executor:
         return self.abandoned_threads >= self.abandoned_limit
 
 
-def _call(task: Task[Any, Any], envelope: Envelope) -> Any:
-    return task.fn(*envelope.a, **envelope.k)
+class _SoloTimeout(BaseException):
+    """Raised into a solo job by SIGALRM; a BaseException so ``except Exception`` in job
+    code does not swallow it."""
+
+
+def _raise_solo_timeout(signum: int, frame: object) -> None:
+    raise _SoloTimeout
+
+
+def timed_out(timeout: float | None) -> Outcome:
+    """The FAILED outcome of a job that ran past its timeout."""
+    return Outcome(
+        OutcomeKind.FAILED,
+        error=f"JobTimeout: {JobTimeout(f'ran longer than its timeout of {timeout} s')}",
+        timed_out=True,
+    )
 
 
 def failure(exc: BaseException) -> Outcome:
-    """A FAILED outcome carrying the exception's type, message and traceback."""
+    """A FAILED outcome carrying the exception's type, message and traceback; ``Retry``
+    carries the delay the job asked for."""
+    if isinstance(exc, Retry):
+        return Outcome(OutcomeKind.FAILED, error=f"Retry: {exc.reason}", retry_delay=exc.delay)
     error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
     trace = "".join(tb_module.format_exception(exc))[-MAX_TRACEBACK_CHARS:]
     return Outcome(OutcomeKind.FAILED, error=error, traceback=trace)

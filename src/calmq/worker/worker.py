@@ -19,8 +19,7 @@ import os
 import random
 import signal
 import socket
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from calmq.app import App
@@ -35,6 +34,7 @@ from calmq.worker.executor import Executor, Outcome, OutcomeKind
 from calmq.worker.fetcher import Fetcher
 from calmq.worker.lease_keeper import InFlight, LeaseKeeper
 from calmq.worker.maintenance import Maintenance
+from calmq.worker.running import RunningJobs
 from calmq.worker.stats import WorkerStats
 
 log = logging.getLogger("calmq.worker")
@@ -45,6 +45,8 @@ T = TypeVar("T")
 Listener = Callable[[str, ClaimedJob], None]
 
 DEFAULT_LEASE = 30.0
+#: Longest a worker with free slots waits for more to free before claiming (seconds).
+CLAIM_LINGER = 0.002
 EXIT_RESTART = 3  # exit code asking the supervisor for a fresh process
 
 
@@ -67,6 +69,9 @@ class WorkerConfig:
     maintenance_interval: float = 1.0
     #: Longest idle wait before claiming again even without a wake-up.
     max_idle_wait: float = 1.0
+    #: Where sync jobs run: "threads" (one thread per slot) or "solo" (one at a time on the
+    #: worker's own thread: the least overhead per job, for short jobs; see operations.md).
+    pool: str = "threads"
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -79,6 +84,8 @@ class WorkerConfig:
             raise ConfigurationError(f"lease must be in 0.1..86400 seconds, got {self.lease}")
         if self.grace < 0:
             raise ConfigurationError(f"grace must be >= 0 seconds, got {self.grace}")
+        if self.pool not in ("threads", "solo"):
+            raise ConfigurationError(f"pool must be 'threads' or 'solo', got {self.pool!r}")
         if self.weights is not None and any(w <= 0 for w in self.weights.values()):
             raise ConfigurationError("queue weights must be > 0")
 
@@ -97,15 +104,15 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.exit_code = 0
         self.lease_ms = int(self.config.lease * 1000)
+        self.claim_batch = max(1, self.config.concurrency // 2)
         self.inflight = InFlight()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._slot_freed: asyncio.Event | None = None
+        self._recording: set[asyncio.Task[None]] = set()
         self._stopping: asyncio.Event | None = None
         self._hard_stop: asyncio.Event | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-io")
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-wait")
         self.store: Store = self._open_store(app)
-        self.executor = Executor(app, concurrency=self.config.concurrency)
+        self.executor = Executor(app)
 
     @staticmethod
     def _open_store(app: App) -> Store:
@@ -125,26 +132,30 @@ class Worker:
         failures = 0
         try:
             while not self.stopping.is_set():
-                free = self.config.concurrency - len(self._tasks)
+                free = await self._free_slots_worth_a_claim()
                 if free <= 0:
-                    await self._wait_for_slot()
                     continue
                 try:
-                    jobs = await self.fetcher.claim(free)
+                    claimed = await self.fetcher.claim(free)
                     failures = 0
                 except CalmqError as exc:
                     failures += 1
                     await self._back_off(failures, exc)
                     continue
-                if jobs:
-                    self._start_jobs(jobs)
-                elif self.config.burst and not self._tasks:
+                if claimed:
+                    self.stats.claimed += len(claimed)
+                    for job in claimed:
+                        self.inflight.add(job)
+                    self.jobs.start(claimed)
+                elif self.config.burst and not self.jobs and not self._recording:
                     log.info("burst mode: no job ready or running, exiting")
                     break
-                elif not self._tasks or free == self.config.concurrency:
+                elif not self.jobs:
                     await self.fetcher.wait_for_work(self.stopping)
-                else:
-                    await self._wait_for_slot_or_work()
+                else:  # some jobs run, nothing claimable: wake on a free slot or new work
+                    await self._wait_for(
+                        self.jobs.wait_for_change(), self.fetcher.wait_for_work(self.stopping)
+                    )
         finally:
             await self._stop()
         return self.exit_code
@@ -162,7 +173,10 @@ class Worker:
     async def _start(self) -> None:
         loop = asyncio.get_running_loop()
         self._stopping, self._hard_stop = asyncio.Event(), asyncio.Event()
-        self._slot_freed = asyncio.Event()
+        self.jobs = RunningJobs(
+            self.executor, self.config.concurrency, self._on_outcome,
+            solo=self.config.pool == "solo",
+        )  # fmt: skip
         self.fetcher = Fetcher(
             self.store, self.config.queues, lease_ms=self.lease_ms, run_io=self._run_io,
             run_wait=self._run_wait, weights=self.config.weights,
@@ -202,14 +216,21 @@ class Worker:
         else:
             log.info(
                 "stop requested: finishing %d running jobs (grace %.0fs)",
-                len(self._tasks),
+                len(self.jobs),
                 self.config.grace,
             )
             self._stopping.set()
+            self.jobs.wakeup.notify()
 
     async def _stop(self) -> None:
         self.stopping.set()
-        await self._drain_running()
+        assert self._hard_stop is not None
+        cancelled = await self.jobs.drain(self.config.grace, self._hard_stop)
+        if cancelled:
+            log.warning("%d jobs still running after the grace period: releasing their leases",
+                        len(cancelled))  # fmt: skip
+        if self._recording:
+            await asyncio.wait(self._recording, timeout=10)
         with contextlib.suppress(CalmqError):
             await self.acker.flush()
         await self._release_held()
@@ -217,7 +238,7 @@ class Worker:
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
-        self.executor.shutdown()
+        self.jobs.close()
         self._io.shutdown(wait=True)
         self._waiter.shutdown(wait=False)
         if self.store is not self.app.store:
@@ -229,30 +250,6 @@ class Worker:
             self.stats.retried,
             self.stats.dead,
         )
-
-    async def _drain_running(self) -> None:
-        """Wait up to ``grace`` for running jobs (less on a second signal), then cancel."""
-        assert self._hard_stop is not None
-        if self._tasks:
-            hard = asyncio.ensure_future(self._hard_stop.wait())
-            await self._wait_all_or_hard(hard)
-            hard.cancel()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks.values()), timeout=5)
-
-    async def _wait_all_or_hard(self, hard: asyncio.Future[Any]) -> None:
-        deadline = time.monotonic() + self.config.grace
-        while self._tasks and not hard.done():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            await asyncio.wait(
-                {*self._tasks.values(), hard},
-                timeout=remaining,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
 
     async def _release_held(self) -> None:
         """Give back every lease still held (jobs cancelled or abandoned at shutdown)."""
@@ -272,31 +269,18 @@ class Worker:
                 self.inflight.remove(lease.id)
 
     # --- jobs --------------------------------------------------------------------------
-    def _start_jobs(self, jobs: list[ClaimedJob]) -> None:
-        self.stats.claimed += len(jobs)
-        for job in jobs:
-            self.inflight.add(job)
-            self._tasks[job.id] = asyncio.create_task(self._process(job), name=job.id)
-
-    async def _process(self, job: ClaimedJob) -> None:
-        started = time.perf_counter()
-        try:
-            outcome = await self.executor.run(job)
-            run_ms = (time.perf_counter() - started) * 1000.0
-            self.stats.sample(max(0, job.claimed_at_ms - job.ready_at_ms), run_ms)
-            if outcome.kind is OutcomeKind.SUCCEEDED:
-                self.acker.add(job)
-            else:
-                await self._record_failure(job, outcome)
-        except asyncio.CancelledError:
-            return  # lease lost or hard stop: the lease is released or already gone
-        finally:
-            self._free_slot(job.id)
+    def _on_outcome(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
+        """Every finished job comes here once: acknowledge it or record the failure."""
+        self.stats.sample(max(0, job.claimed_at_ms - job.ready_at_ms), run_ms)
+        if outcome.kind is OutcomeKind.SUCCEEDED:
+            self.acker.add(job)
+        else:
+            recording = asyncio.create_task(self._record_failure(job, outcome))
+            self._recording.add(recording)
+            recording.add_done_callback(self._recording.discard)
         if self.executor.must_restart and not self.stopping.is_set():
-            log.error(
-                "%d sync jobs outlived their timeout; restarting the process to free their threads",
-                self.executor.abandoned_threads,
-            )
+            log.error("%d sync jobs outlived their timeout; restarting the process to free"
+                      " their threads", self.executor.abandoned_threads)  # fmt: skip
             self.exit_code = EXIT_RESTART
             self.request_stop()
 
@@ -375,11 +359,9 @@ class Worker:
     def _leases_lost(self, ids: list[str]) -> None:
         for job_id in ids:
             self.inflight.remove(job_id)
-            task = self._tasks.get(job_id)
-            if task is not None:
+            if self.jobs.forget(job_id):
                 self.stats.lease_lost += 1
                 log.warning("lease of job %s was lost; cancelling it here", job_id)
-                task.cancel()
 
     def _call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, ids: list[str]) -> None:
         loop.call_soon_threadsafe(self._leases_lost, ids)
@@ -392,30 +374,33 @@ class Worker:
                 log.exception("listener %r failed on %s", listener, event)
 
     # --- slots and I/O -----------------------------------------------------------------
-    def _free_slot(self, job_id: str) -> None:
-        self._tasks.pop(job_id, None)
-        assert self._slot_freed is not None
-        self._slot_freed.set()
+    async def _free_slots_worth_a_claim(self) -> int:
+        """Free slots, once enough are free to make a claim worth its round trip.
 
-    async def _wait_for_slot(self) -> None:
-        assert self._slot_freed is not None
-        self._slot_freed.clear()
-        stopper = asyncio.ensure_future(self.stopping.wait())
-        slot = asyncio.ensure_future(self._slot_freed.wait())
-        await asyncio.wait({stopper, slot}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        slot.cancel()
+        Claiming each time one slot frees would cost a store call per job, more than short
+        jobs themselves. So while jobs are running, wait up to CLAIM_LINGER for half the
+        slots to free, then claim whatever is free.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLAIM_LINGER
+        while not self.stopping.is_set():
+            free = self.jobs.free_slots
+            if free >= self.claim_batch or not self.jobs:
+                return free
+            remaining = deadline - loop.time()
+            if free > 0 and remaining <= 0:
+                return free
+            await self.jobs.wakeup.wait(remaining if free > 0 else None)
+        return 0
 
-    async def _wait_for_slot_or_work(self) -> None:
-        """Some jobs run and nothing was claimable: wake on a free slot or new work."""
-        assert self._slot_freed is not None
-        self._slot_freed.clear()
-        slot = asyncio.ensure_future(self._slot_freed.wait())
-        work = asyncio.ensure_future(self.fetcher.wait_for_work(self.stopping))
-        await asyncio.wait({slot, work}, return_when=asyncio.FIRST_COMPLETED)
-        slot.cancel()
-        if not work.done():
-            work.cancel()
+    async def _wait_for(self, *waits: Coroutine[Any, Any, Any]) -> None:
+        """Wait until the first of ``waits`` or a stop request completes."""
+        futures = {asyncio.ensure_future(w) for w in (*waits, self.stopping.wait())}
+        try:
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in futures:
+                future.cancel()
 
     async def _back_off(self, failures: int, exc: Exception) -> None:
         delay = min(5.0, 0.05 * 2**failures) * (0.5 + random.random() / 2)  # noqa: S311

@@ -1,0 +1,190 @@
+"""The jobs a worker is running right now: starting them, timing them out, cancelling them.
+
+Async jobs run as tasks on the event loop; sync jobs run on the :class:`ThreadLane`. Either
+way each finished job is reported once, with its :class:`Outcome`, to ``on_outcome``; a job
+cancelled here (lease lost, hard stop) is not reported, because its lease is no longer ours
+or is released by the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from calmq.job import ClaimedJob
+from calmq.serializers import Envelope
+from calmq.task import Task
+from calmq.worker.executor import Executor, Outcome, timed_out
+from calmq.worker.threads import ThreadLane
+
+log = logging.getLogger("calmq.worker")
+
+OnOutcome = Callable[[ClaimedJob, Outcome, float], None]
+
+
+@dataclasses.dataclass(slots=True)
+class Running:
+    job: ClaimedJob
+    started: float
+    task: asyncio.Task[None] | None = None  # async jobs
+    timer: asyncio.TimerHandle | None = None  # sync jobs with a timeout
+
+
+class Wakeup:
+    """A wake-up for the worker loop that costs one future per wait: no task, no event.
+
+    On the hot path the loop waits for a slot to free once per claim; asyncio.wait over
+    tasks would cost more than a short job itself.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._future: asyncio.Future[None] | None = None
+
+    def notify(self) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            future.set_result(None)
+
+    async def wait(self, at_most: float | None = None) -> None:
+        """Until the next ``notify`` or ``at_most`` seconds, whichever comes first."""
+        future = self._future = self._loop.create_future()
+        timer = self._loop.call_later(at_most, self.notify) if at_most is not None else None
+        try:
+            await future
+        finally:
+            self._future = None
+            if timer is not None:
+                timer.cancel()
+
+
+class RunningJobs:
+    """Runs jobs up to ``concurrency`` at once and reports each outcome once."""
+
+    def __init__(
+        self, executor: Executor, concurrency: int, on_outcome: OnOutcome, *, solo: bool = False
+    ) -> None:
+        self.executor = executor
+        self.solo = solo
+        self.concurrency = concurrency
+        self.on_outcome = on_outcome
+        self._running: dict[str, Running] = {}
+        self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        #: Notified whenever a slot frees up.
+        self.wakeup = Wakeup(loop)
+        self.lane = None if solo else ThreadLane(loop, concurrency, self._deliver_sync)
+
+    def __len__(self) -> int:
+        return len(self._running)
+
+    @property
+    def free_slots(self) -> int:
+        return self.concurrency - len(self._running)
+
+    def start(self, jobs: Sequence[ClaimedJob]) -> None:
+        for job in jobs:
+            resolved = self.executor.resolve(job)
+            entry = Running(job, time.perf_counter())
+            self._running[job.id] = entry
+            if isinstance(resolved, Outcome):
+                self._finish(job.id, resolved)
+                continue
+            task, envelope = resolved
+            if task.is_async:
+                entry.task = asyncio.create_task(self._run_async(job, task, envelope))
+            else:
+                self._run_sync(entry, task, envelope)
+
+    async def _run_async(self, job: ClaimedJob, task: Task[Any, Any], env: Envelope) -> None:
+        outcome = await self.executor.run_async(task, env)
+        self._finish(job.id, outcome)
+
+    def _run_sync(self, entry: Running, task: Task[Any, Any], envelope: Envelope) -> None:
+        if self.lane is None:
+            # Solo pool: one callback per job, so acks, claims and cancellations still get
+            # their turn on the loop between jobs.
+            self._loop.call_soon(self._run_solo, entry, task, envelope)
+            return
+        timeout = self.executor.timeout_of(task, envelope)
+        if timeout is not None:
+            entry.timer = self._loop.call_later(timeout, self._sync_timed_out, entry, timeout)
+        self.lane.submit(entry, self.executor.sync_work(task, envelope))
+
+    def _run_solo(self, entry: Running, task: Task[Any, Any], envelope: Envelope) -> None:
+        if self._running.get(entry.job.id) is entry:  # not cancelled while it waited
+            self._finish(entry.job.id, self.executor.run_solo(task, envelope))
+
+    def _deliver_sync(self, batch: list[tuple[object, Any]]) -> None:
+        for entry, outcome in batch:
+            assert isinstance(entry, Running)
+            # Gone means timed out, lease lost or cancelled at stop: the result is ignored.
+            if self._running.get(entry.job.id) is entry:
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                self._finish(entry.job.id, outcome)
+
+    def _sync_timed_out(self, entry: Running, timeout: float) -> None:
+        if self._running.get(entry.job.id) is not entry:
+            return
+        self.executor.note_abandoned()
+        if self.lane is not None:
+            self.lane.replace_abandoned_thread()
+        log.warning("sync job %s (%s) outlived its timeout of %ss; its thread is abandoned",
+                    entry.job.id, entry.job.task, timeout)  # fmt: skip
+        self._finish(entry.job.id, timed_out(timeout))
+
+    def _finish(self, job_id: str, outcome: Outcome) -> None:
+        entry = self._running.pop(job_id)
+        self._changed.set()
+        self.wakeup.notify()
+        self.on_outcome(entry.job, outcome, (time.perf_counter() - entry.started) * 1000.0)
+
+    def forget(self, job_id: str) -> bool:
+        """Stop tracking a job whose lease is gone; cancel it if it is async. True if it ran."""
+        entry = self._running.pop(job_id, None)
+        if entry is None:
+            return False
+        self._changed.set()
+        self.wakeup.notify()
+        if entry.task is not None:
+            entry.task.cancel()
+        if entry.timer is not None:
+            entry.timer.cancel()
+        return True
+
+    async def wait_for_change(self) -> None:
+        """Return when a job finished or was forgotten since the last call."""
+        self._changed.clear()
+        await self._changed.wait()
+
+    async def drain(self, grace: float, hard_stop: asyncio.Event) -> list[ClaimedJob]:
+        """Wait up to ``grace`` s (or until ``hard_stop``) for running jobs, then cancel the
+        rest; return the jobs cancelled, whose leases the caller releases."""
+        deadline = time.monotonic() + grace
+        while self._running and not hard_stop.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            change = asyncio.ensure_future(self.wait_for_change())
+            stop = asyncio.ensure_future(hard_stop.wait())
+            await asyncio.wait({change, stop}, timeout=remaining,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+            change.cancel()
+            stop.cancel()
+        cancelled = [entry.job for entry in self._running.values()]
+        tasks = [e.task for e in self._running.values() if e.task is not None]
+        for job in cancelled:
+            self.forget(job.id)
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+        return cancelled
+
+    def close(self) -> None:
+        if self.lane is not None:
+            self.lane.close()

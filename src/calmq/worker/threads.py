@@ -1,0 +1,84 @@
+"""The thread lane: where sync jobs run, with results handed back to the loop in batches.
+
+``loop.run_in_executor`` costs two futures, several callbacks and one self-pipe write per
+job, which for short jobs costs more than the job. Here each thread takes jobs from one
+inbox, and finished jobs go to one outbox that the event loop drains in a single callback:
+the loop is woken once per batch, not once per job.
+
+A thread whose job outlived its timeout is *abandoned*: Python cannot kill it, so it is left
+to finish on its own and a fresh thread takes its place so capacity holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+from collections.abc import Callable
+from typing import Any
+
+#: A unit of work for a lane thread: called in the thread, returns what ``deliver`` gets.
+Work = Callable[[], Any]
+
+
+class ThreadLane:
+    """``size`` threads running :data:`Work` items; results go to ``deliver`` on the loop."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, size: int,
+        deliver: Callable[[list[tuple[object, Any]]], None],
+    ) -> None:  # fmt: skip
+        self._loop = loop
+        self._deliver = deliver
+        self._inbox: queue.SimpleQueue[tuple[object, Work] | None] = queue.SimpleQueue()
+        self._outbox: list[tuple[object, Any]] = []
+        self._outbox_lock = threading.Lock()
+        self._scheduled = False
+        self._threads: list[threading.Thread] = []
+        self._closed = False
+        for _ in range(size):
+            self._spawn()
+
+    def submit(self, key: object, work: Work) -> None:
+        """Run ``work`` on a lane thread; ``deliver`` later receives ``(key, result)``."""
+        self._inbox.put((key, work))
+
+    def replace_abandoned_thread(self) -> None:
+        """A thread is stuck in a timed-out job: add one so the lane keeps its capacity."""
+        self._spawn()
+
+    def close(self) -> None:
+        """Ask idle threads to exit; busy ones exit after their job (daemon threads)."""
+        self._closed = True
+        for _ in self._threads:
+            self._inbox.put(None)
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._run, name=f"calmq-job-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _run(self) -> None:
+        while True:
+            item = self._inbox.get()
+            if item is None:
+                return
+            key, work = item
+            result = work()
+            with self._outbox_lock:
+                self._outbox.append((key, result))
+                wake = not self._scheduled
+                self._scheduled = True
+            if wake and not self._closed:
+                try:
+                    self._loop.call_soon_threadsafe(self._flush)
+                except RuntimeError:
+                    return  # the loop is closed: the worker is gone
+
+    def _flush(self) -> None:
+        with self._outbox_lock:
+            batch, self._outbox = self._outbox, []
+            self._scheduled = False
+        self._deliver(batch)
