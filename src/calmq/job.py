@@ -7,6 +7,7 @@ store can add them to its own clock.
 
 from __future__ import annotations
 
+import base64
 import enum
 import os
 import time
@@ -29,7 +30,36 @@ class JobState(enum.StrEnum):
     RUNNING = "running"  # held by a worker under a lease
     SUCCEEDED = "succeeded"  # finished; kept for a while so enqueue stays idempotent
     DEAD = "dead"  # out of attempts or undeliverable; kept in the dead-letter store
-    CANCELLED = "cancelled"
+    CANCELLED = "cancelled"  # removed by ``cancel``; kept like succeeded jobs
+    #: Never stored: refused at enqueue by a throttle or a full queue (enqueue results only).
+    DROPPED = "dropped"
+
+
+class UniqueScope(enum.StrEnum):
+    """How long a unique key blocks another enqueue with the same key."""
+
+    QUEUED = "queued"  # while the job is ready or scheduled
+    ACTIVE = "active"  # while it is ready, scheduled or running
+    TTL = "ttl"  # for a fixed time after the enqueue, whatever happens to the job
+
+
+class DuplicatePolicy(enum.StrEnum):
+    """What an enqueue does when a job with the same unique key already blocks it."""
+
+    KEEP = "keep"  # return the existing job (created=False, duplicate_of=its id)
+    REPLACE = "replace"  # debounce: swap the pending job's payload, run at now + delay
+    RAISE = "raise"  # the App raises DuplicateJob (the store reports it like KEEP)
+
+
+class EnqueueOutcome(enum.StrEnum):
+    """What the store did with one new job, in one word."""
+
+    CREATED = "created"
+    EXISTS = "exists"  # a job with that id already existed (idempotent enqueue)
+    DUPLICATE = "duplicate"  # a job with the same unique key blocks it; nothing changed
+    REPLACED = "replaced"  # the pending duplicate got this payload and run time
+    THROTTLED = "throttled"  # over the throttle of its key: not stored
+    REJECTED = "rejected"  # the queue is full (overflow "reject"): not stored
 
 
 class NewJob(msgspec.Struct, frozen=True):
@@ -48,6 +78,40 @@ class NewJob(msgspec.Struct, frozen=True):
     max_attempts: int = 1
     delay_ms: int = 0
     run_at_ms: int | None = None
+    # --- needless-work and overload controls (validated above the seam, see limits.py) ----
+    #: Deduplication key; ``unique_*`` say for how long it blocks and what a duplicate does.
+    unique_key: str | None = None
+    unique_scope: UniqueScope = UniqueScope.QUEUED
+    unique_ttl_ms: int = 0
+    unique_policy: DuplicatePolicy = DuplicatePolicy.KEEP
+    #: At most ``throttle_limit`` enqueues of ``throttle_key`` per ``throttle_period_ms``.
+    throttle_key: str | None = None
+    throttle_limit: int = 0
+    throttle_period_ms: int = 0
+    #: At most ``rate_limit`` starts (claims) of ``rate_key`` per ``rate_period_ms``.
+    rate_key: str | None = None
+    rate_limit: int = 0
+    rate_period_ms: int = 0
+    #: At most ``concurrency_limit`` running jobs of ``concurrency_key`` at once.
+    concurrency_key: str | None = None
+    concurrency_limit: int = 0
+    #: Claims round-robin across fairness keys (tenants) of a queue.
+    fairness_key: str | None = None
+
+    @property
+    def lane(self) -> str | None:
+        """The lane the job waits in when it carries a rate, concurrency or fairness key."""
+        return lane_of(self.rate_key, self.concurrency_key, self.fairness_key)
+
+
+def lane_of(rate_key: str | None, concurrency_key: str | None, fair_key: str | None) -> str | None:
+    """The lane of a job: jobs sharing all three keys wait FIFO in one lane, and claims
+    round-robin across lanes. None (a plain job) when it has no such key. Each part is
+    length-prefixed, so no choice of key text can make two different triples collide."""
+    if rate_key is None and concurrency_key is None and fair_key is None:
+        return None
+    parts = (("r", rate_key), ("c", concurrency_key), ("f", fair_key))
+    return "|".join(f"{tag}{len(key)}:{key}" for tag, key in parts if key is not None)
 
 
 class EnqueueResult(msgspec.Struct, frozen=True):
@@ -55,11 +119,16 @@ class EnqueueResult(msgspec.Struct, frozen=True):
 
     ``created`` is False when a job with that id already existed: enqueue is idempotent and
     the existing job is left untouched; ``state`` is then the existing job's state.
+    ``outcome`` says why in one word; for a duplicate (or a replaced pending job) ``id`` and
+    ``duplicate_of`` are the existing job's id. A throttled or rejected job was not stored:
+    its state is ``DROPPED``.
     """
 
     id: str
     created: bool
     state: JobState
+    outcome: EnqueueOutcome = EnqueueOutcome.CREATED
+    duplicate_of: str | None = None
 
 
 class Lease(msgspec.Struct, frozen=True):
@@ -140,6 +209,31 @@ class JobInfo(msgspec.Struct, frozen=True):
     schema_version: int = SCHEMA_VERSION
 
 
+class CancelOutcome(enum.StrEnum):
+    """What ``cancel`` did."""
+
+    CANCELLED = "cancelled"  # it was queued: removed, state cancelled
+    CANCELLING = "cancelling"  # it was running: its lease is revoked; cancelled once its
+    #                           worker reports back or the lease expires
+    NOT_CANCELLABLE = "not_cancellable"  # unknown id, or already finished
+
+
+class QueueOverflow(enum.StrEnum):
+    """What enqueue does when a bounded queue is full."""
+
+    REJECT = "reject"  # refuse the new job (the App raises QueueFull)
+    DROP_OLDEST = "drop_oldest"  # dead-letter the oldest ready job, "dropped: queue full"
+
+
+class QueueConfig(msgspec.Struct, frozen=True):
+    """Queue-level controls as stored: paused, and the bound on ready jobs."""
+
+    queue: str
+    paused: bool = False
+    max_ready: int | None = None
+    overflow: QueueOverflow = QueueOverflow.REJECT
+
+
 class QueueCounts(msgspec.Struct, frozen=True):
     """Number of jobs per state in one queue."""
 
@@ -159,18 +253,8 @@ def new_job_id() -> str:
     """A 26-character, time-ordered, random job id (48-bit ms time + 80 random bits).
 
     Made by the client, so a producer that retries after an ambiguous timeout sends the
-    same id and the store's idempotent enqueue drops the duplicate.
+    same id and the store's idempotent enqueue drops the duplicate. Base32 "hex" keeps the
+    sort order of the bytes, so ids sort by creation time.
     """
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    return _crockford32(value)
-
-
-_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
-
-
-def _crockford32(value: int) -> str:
-    chars = []
-    for _ in range(26):
-        value, rem = divmod(value, 32)
-        chars.append(_ALPHABET[rem])
-    return "".join(reversed(chars))
+    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)
+    return base64.b32hexencode(raw).decode("ascii")[:26].lower()

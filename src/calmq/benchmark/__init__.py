@@ -1,0 +1,1 @@
+"""``calmq bench``: enqueue, drain and latency runs against a real store."""
