@@ -1,0 +1,50 @@
+"""calmq adapter, ``async def`` job variant: the INCR / RPUSH goes through ``redis.asyncio``
+on the worker's event loop instead of a sync redis-py call on a worker thread. Everything else
+(enqueue, worker flags) is as in ``peer_calmq.py``. Run it as library ``calmq_async``
+(run_all.py looks for /tmp/peers/venv-calmq_async, a symlink to venv-calmq)."""
+
+import time
+
+import common
+import peer_calmq as base
+import redis.asyncio as aioredis
+
+from calmq import App, Settings
+
+NAME = "calmq_async"
+HAS_BULK = True
+SETTINGS = {
+    k: v.replace("sync job on threads", "async job, redis.asyncio")
+    for k, v in base.SETTINGS.items()
+}
+version = base.version
+
+app = App(settings=Settings(url=base.URL, key_prefix="bench"))
+_ar = None
+
+
+def _client():
+    global _ar
+    if _ar is None:  # created inside the worker's running loop
+        _ar = aioredis.Redis(port=base.PORT)
+    return _ar
+
+
+@app.task(name="noop")
+async def noop(x: int, t: float = 0.0) -> None:
+    if t:
+        await _client().rpush(common.LAT_KEY, time.time() - t)
+    else:
+        await _client().incr(common.DONE_KEY)
+
+
+def produce(n, bulk=False):
+    return base._produce(noop, n, bulk)
+
+
+def produce_paced(rate, duration):
+    return base._produce_paced(noop, rate, duration)
+
+
+def worker_cmd(mode):
+    return base._worker_cmd("peer_calmq_async", mode)
