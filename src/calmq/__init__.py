@@ -18,10 +18,12 @@ from calmq.app import App
 from calmq.errors import (
     CalmqError,
     ConfigurationError,
+    DuplicateJob,
     JobNotFound,
     JobTimeout,
     LeaseLost,
     PayloadTooLarge,
+    QueueFull,
     QueueUnavailable,
     Retry,
     SerializationError,
@@ -29,6 +31,7 @@ from calmq.errors import (
     UnknownTask,
 )
 from calmq.job import JobInfo, JobState
+from calmq.limits import ConcurrencyLimit, QueueLimit, RateLimit, Throttle, Unique
 from calmq.retry import Backoff
 from calmq.settings import Settings
 from calmq.task import Call, Job, Task
@@ -38,7 +41,9 @@ __all__ = [
     "Backoff",
     "Call",
     "CalmqError",
+    "ConcurrencyLimit",
     "ConfigurationError",
+    "DuplicateJob",
     "Job",
     "JobInfo",
     "JobNotFound",
@@ -46,11 +51,16 @@ __all__ = [
     "JobTimeout",
     "LeaseLost",
     "PayloadTooLarge",
+    "QueueFull",
+    "QueueLimit",
     "QueueUnavailable",
+    "RateLimit",
     "Retry",
     "SerializationError",
     "Settings",
     "StoreError",
     "Task",
+    "Throttle",
+    "Unique",
     "UnknownTask",
 ]

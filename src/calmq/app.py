@@ -14,8 +14,36 @@ import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-from calmq.errors import ConfigurationError, PayloadTooLarge, UnknownTask
-from calmq.job import JobState, NewJob, new_job_id
+import msgspec
+
+from calmq.errors import (
+    ConfigurationError,
+    DuplicateJob,
+    PayloadTooLarge,
+    QueueFull,
+    UnknownTask,
+)
+from calmq.job import (
+    CancelOutcome,
+    DuplicatePolicy,
+    EnqueueOutcome,
+    JobState,
+    NewJob,
+    QueueConfig,
+    QueueOverflow,
+    new_job_id,
+)
+from calmq.limits import (
+    CallArguments,
+    ConcurrencyLimit,
+    KeySpec,
+    Limits,
+    QueueLimit,
+    RateLimit,
+    Throttle,
+    Unique,
+    job_limits,
+)
 from calmq.retry import Backoff
 from calmq.serializers import Envelope, Serializer, make_serializer
 from calmq.settings import Settings
@@ -70,16 +98,28 @@ class App:
         self, fn: None = None, /, *, name: str | None = None, queue: str = "default",
         retries: int = 3,
         timeout: float | None = None, priority: int = 0, backoff: Backoff | None = None,
+        unique: Unique | None = None, throttle: Throttle | None = None,
+        rate_limit: RateLimit | None = None, concurrency_limit: ConcurrencyLimit | None = None,
+        fairness_key: KeySpec | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]: ...  # fmt: skip
 
     def task(
         self, fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         queue: str = "default", retries: int = 3, timeout: float | None = None,
-        priority: int = 0, backoff: Backoff | None = None,
+        priority: int = 0, backoff: Backoff | None = None, unique: Unique | None = None,
+        throttle: Throttle | None = None, rate_limit: RateLimit | None = None,
+        concurrency_limit: ConcurrencyLimit | None = None, fairness_key: KeySpec | None = None,
     ) -> Any:  # fmt: skip
         """Register a function (sync or async) as a task: ``@app.task`` or
-        ``@app.task(queue="sms", retries=5, timeout=30, priority=5)``."""
-        options = TaskOptions(queue, retries, timeout, priority, backoff or Backoff())
+        ``@app.task(queue="sms", retries=5, timeout=30, priority=5)``.
+
+        Controls (see :mod:`calmq.limits`), enforced by the store: ``unique=Unique(...)``,
+        ``throttle=Throttle(...)``, ``rate_limit=RateLimit(...)``,
+        ``concurrency_limit=ConcurrencyLimit(...)`` and ``fairness_key`` (claims round-robin
+        across its values, e.g. tenants). Each can be overridden per call with ``options``.
+        """
+        limits = Limits(unique, throttle, rate_limit, concurrency_limit, fairness_key)
+        options = TaskOptions(queue, retries, timeout, priority, backoff or Backoff(), limits)
 
         def register(func: Callable[..., Any]) -> Task[Any, Any]:
             task_name = name or f"{func.__module__}.{func.__qualname__}"
@@ -152,6 +192,7 @@ class App:
                 Job.from_result(self, nj.queue, task.name, r)
                 for nj, r in zip(batch, results, strict=True)
             )
+        _raise_refusals(new_jobs, jobs)
         return jobs
 
     def _run_eagerly(self, task: Task[Any, Any], new_job: NewJob) -> Job:
@@ -188,10 +229,67 @@ class App:
         job_id = call.job_id or options.job_id or new_job_id()
         if not 0 < len(job_id) <= 200 or any(c in job_id for c in "{}") or job_id.isspace():
             raise ConfigurationError(f"bad job id {job_id!r}: 1-200 characters, no braces")
-        return NewJob(
+        job = NewJob(
             id=job_id, queue=queue, task=task.name, payload=payload, priority=priority,
             max_attempts=retries + 1, delay_ms=delay_ms, run_at_ms=run_at_ms,
         )  # fmt: skip
+        limits = defaults.limits.merged(options.limit_overrides())
+        if limits.empty:
+            return job  # the plain, fast path: no binding, no keys
+        arguments = CallArguments(call.args, call.kwargs, task.bind(call.args, call.kwargs))
+        fields = msgspec.structs.asdict(job_limits(limits, task.name, arguments))
+        return msgspec.structs.replace(job, **fields)
+
+    # --- queue controls ------------------------------------------------------------
+    def pause(self, queue: str) -> None:
+        """Stop workers claiming from ``queue``; enqueue keeps working."""
+        validate_queue_name(queue)
+        self.store.pause(queue)
+
+    def resume(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        validate_queue_name(queue)
+        self.store.resume(queue)
+
+    def cancel(self, job_id: str, *, queue: str = "default") -> CancelOutcome:
+        """Cancel a job: a queued one is removed; a running one loses its lease (its worker
+        is told through the lease keeper and the job ends as cancelled)."""
+        validate_queue_name(queue)
+        return self.store.cancel(queue, job_id)
+
+    def set_queue_limit(self, queue: str, limit: QueueLimit | None) -> None:
+        """Bound the ready jobs of ``queue`` (``None`` removes the bound)."""
+        validate_queue_name(queue)
+        if limit is not None and not isinstance(limit, QueueLimit):
+            raise ConfigurationError(f"limit must be a QueueLimit or None, got {limit!r}")
+        if limit is None:
+            self.store.set_queue_limit(queue, None)
+        else:
+            self.store.set_queue_limit(queue, limit.max_ready, QueueOverflow(limit.overflow))
+
+    def queue_config(self, queue: str) -> QueueConfig:
+        """Whether ``queue`` is paused, and its bound."""
+        validate_queue_name(queue)
+        return self.store.queue_config(queue)
+
+
+def _raise_refusals(new_jobs: Sequence[NewJob], jobs: Sequence[Job]) -> None:
+    """Raise for a job a full queue rejected, or a duplicate under policy ``raise`` (the
+    other jobs of the call were stored)."""
+    for new_job, job in zip(new_jobs, jobs, strict=True):
+        if job.outcome is EnqueueOutcome.REJECTED:
+            raise QueueFull(
+                f"queue {job.queue!r} is full (its max_ready bound, overflow 'reject'):"
+                f" job {new_job.id} was not stored",
+                queue=job.queue,
+            )
+        if job.outcome is EnqueueOutcome.DUPLICATE and (
+            new_job.unique_policy is DuplicatePolicy.RAISE
+        ):
+            raise DuplicateJob(
+                f"job {job.id} with unique key {new_job.unique_key!r} is already queued",
+                existing_id=job.id,
+            )
 
 
 async def _await(awaitable: Awaitable[Any]) -> Any:

@@ -67,3 +67,19 @@ class JobTimeout(CalmqError, TimeoutError):
 
 class LeaseLost(CalmqError):
     """The worker no longer holds the job's lease: it expired and the job was rescued."""
+
+
+class DuplicateJob(CalmqError):
+    """A job with the same unique key is already queued (policy ``raise``)."""
+
+    def __init__(self, message: str, *, existing_id: str) -> None:
+        super().__init__(message)
+        self.existing_id = existing_id
+
+
+class QueueFull(CalmqError):
+    """The queue holds its maximum of ready jobs and its overflow policy is ``reject``."""
+
+    def __init__(self, message: str, *, queue: str) -> None:
+        super().__init__(message)
+        self.queue = queue

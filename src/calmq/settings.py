@@ -49,6 +49,22 @@ class Settings:
     #: SQLite: how long a writer waits for the file lock before ``QueueUnavailable``.
     sqlite_busy_timeout: float = 0.5
 
+    # Redis auth and TLS, for when they should not sit in the URL (the URL wins when both
+    # say something). Passwords are never shown in repr, logs or error messages.
+    #: Redis ACL user (``CALMQ_REDIS_USERNAME``).
+    redis_username: str | None = None
+    #: Redis password (``CALMQ_REDIS_PASSWORD``).
+    redis_password: str | None = dataclasses.field(default=None, repr=False)
+    #: Password of the Sentinel processes themselves, when they require one.
+    redis_sentinel_password: str | None = dataclasses.field(default=None, repr=False)
+    #: CA bundle that signed the servers' certificates (``rediss://``).
+    redis_tls_ca_certs: str | None = None
+    #: Client certificate and key, for servers that verify clients (``tls-auth-clients``).
+    redis_tls_certfile: str | None = None
+    redis_tls_keyfile: str | None = None
+    #: ``required`` (default of redis-py), ``optional`` or ``none`` (no verification).
+    redis_tls_cert_reqs: str | None = None
+
     def __post_init__(self) -> None:
         for name in ("pool_timeout", "connect_timeout", "command_timeout", "sqlite_busy_timeout"):
             value = getattr(self, name)

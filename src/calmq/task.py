@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
 from calmq.errors import ConfigurationError
-from calmq.job import MAX_PRIORITY, MIN_PRIORITY, EnqueueResult, JobInfo, JobState
+from calmq.job import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    CancelOutcome,
+    EnqueueOutcome,
+    EnqueueResult,
+    JobInfo,
+    JobState,
+)
+from calmq.limits import ConcurrencyLimit, KeySpec, Limits, RateLimit, Throttle, Unique
 from calmq.retry import Backoff
 
 if TYPE_CHECKING:
@@ -33,6 +42,8 @@ class TaskOptions:
     timeout: float | None = None
     priority: int = 0
     backoff: Backoff = dataclasses.field(default_factory=Backoff)
+    #: Unique key, throttle, rate and concurrency limits, fairness key (calmq.limits).
+    limits: Limits = dataclasses.field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if self.retries < 0 or self.retries > 1000:
@@ -73,7 +84,9 @@ class Call:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Job:
     """Handle of an enqueued job. ``created`` is False when the id already existed (idempotent
-    enqueue returned the existing job)."""
+    enqueue returned the existing job), when a job with the same unique key was pending (the
+    handle is then that job's: ``duplicate_of``), or when a throttle or full queue dropped it
+    (``outcome`` says which)."""
 
     id: str
     queue: str
@@ -81,14 +94,26 @@ class Job:
     created: bool
     state: JobState
     app: App = dataclasses.field(repr=False, compare=False)
+    outcome: EnqueueOutcome = EnqueueOutcome.CREATED
+    duplicate_of: str | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """True when a throttle dropped the job: it was not stored."""
+        return self.outcome is EnqueueOutcome.THROTTLED
 
     def info(self) -> JobInfo | None:
         """The job as stored now (None once a finished job is forgotten)."""
         return self.app.store.get_job(self.queue, self.id)
 
+    def cancel(self) -> CancelOutcome:
+        """Cancel the job (see :meth:`calmq.App.cancel`)."""
+        return self.app.cancel(self.id, queue=self.queue)
+
     @classmethod
     def from_result(cls, app: App, queue: str, task: str, result: EnqueueResult) -> Job:
-        return cls(result.id, queue, task, result.created, result.state, app)
+        return cls(result.id, queue, task, result.created, result.state, app, result.outcome,
+                   result.duplicate_of)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -103,6 +128,21 @@ class CallOptions:
     backoff: Backoff | None = None
     delay: float | dt.timedelta | None = None
     at: dt.datetime | None = None
+    unique: Unique | None = None
+    throttle: Throttle | None = None
+    rate_limit: RateLimit | None = None
+    concurrency_limit: ConcurrencyLimit | None = None
+    fairness_key: KeySpec | None = None
+
+    def limit_overrides(self) -> dict[str, Any]:
+        """The controls set on this call (None fields keep the task's)."""
+        return {
+            "unique": self.unique,
+            "throttle": self.throttle,
+            "rate_limit": self.rate_limit,
+            "concurrency_limit": self.concurrency_limit,
+            "fairness_key": self.fairness_key,
+        }
 
 
 class Task(Generic[P, R]):
@@ -117,6 +157,18 @@ class Task(Generic[P, R]):
         self.name = name
         self.defaults = options
         self.is_async = inspect.iscoroutinefunction(fn)
+        self._signature: inspect.Signature | None = None
+
+    def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
+        """The call's arguments by parameter name (defaults applied), for limit keys."""
+        if self._signature is None:
+            self._signature = inspect.signature(self.fn)
+        try:
+            bound = self._signature.bind(*args, **kwargs)
+        except TypeError as exc:
+            raise ConfigurationError(f"bad arguments for task {self.name!r}: {exc}") from None
+        bound.apply_defaults()
+        return dict(bound.arguments)
 
     def __repr__(self) -> str:
         return f"<Task {self.name} queue={self.defaults.queue}>"
@@ -127,8 +179,13 @@ class Task(Generic[P, R]):
 
     def options(self, **overrides: Any) -> BoundTask[P, R]:
         """Per-call options: ``job_id``, ``queue``, ``priority``, ``retries``, ``timeout``,
-        ``backoff``, ``delay`` or ``at``. Example: ``task.options(priority=9).enqueue(x)``."""
-        return BoundTask(self, CallOptions(**overrides))
+        ``backoff``, ``delay``, ``at``, and the controls ``unique``, ``throttle``,
+        ``rate_limit``, ``concurrency_limit``, ``fairness_key`` (see :mod:`calmq.limits`).
+        Example: ``task.options(priority=9).enqueue(x)``."""
+        try:
+            return BoundTask(self, CallOptions(**overrides))
+        except TypeError as exc:
+            raise ConfigurationError(f"bad option for {self.name!r}: {exc}") from None
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue one job to run as soon as a worker is free."""

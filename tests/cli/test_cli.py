@@ -43,8 +43,9 @@ def test_enqueue_info_worker_dead_replay_purge(settings: Settings, tmp_path: Pat
     calmq(settings, "enqueue", "tests.jobs:app", "always_fails", json.dumps(str(tmp_path / "f")))
     info = json.loads(calmq(settings, "info", "--json").stdout)
     assert info["queues"] == [
-        {"queue": "default", "ready": 2, "scheduled": 0, "running": 0, "dead": 0}
-    ]
+        {"queue": "default", "ready": 2, "scheduled": 0, "running": 0, "dead": 0,
+         "paused": False, "max_ready": None, "overflow": "reject"}
+    ]  # fmt: skip
     table = calmq(settings, "info").stdout
     assert "default" in table and "ready" in table
 
@@ -119,3 +120,26 @@ def test_doctor_fails_on_an_evicting_redis_and_passes_sqlite(tmp_path: Path) -> 
     result = calmq(sqlite, "doctor")
     assert "[ok  ] journal mode: wal" in result.stdout
     assert "move to Redis" in result.stdout
+
+
+def test_pause_resume_cancel_limit_and_unique(settings: Settings, tmp_path: Path) -> None:
+    path = json.dumps(str(tmp_path / "out.txt"))
+    first = calmq(settings, "enqueue", "tests.jobs:app", "append", path, '"a"', "--unique-key",
+                  "crm:42")  # fmt: skip
+    assert first.stdout.startswith("enqueued: ")
+    job_id = first.stdout.split()[1]
+    dup = calmq(settings, "enqueue", "tests.jobs:app", "append", path, '"b"', "--unique-key",
+                "crm:42")  # fmt: skip
+    assert dup.stdout.startswith(f"duplicate of: {job_id} ")
+    assert calmq(settings, "pause", "default").stdout.strip() == "paused: default"
+    assert calmq(settings, "limit", "default", "--max-ready", "5").returncode == 0
+    info = json.loads(calmq(settings, "info", "--json").stdout)["queues"][0]
+    assert (info["paused"], info["max_ready"], info["ready"]) == (True, 5, 1)
+    assert "yes" in calmq(settings, "info").stdout
+    calmq(settings, "resume", "default")
+    calmq(settings, "limit", "default")
+    assert calmq(settings, "cancel", job_id).stdout.strip() == f"cancelled: {job_id}"
+    again = calmq(settings, "cancel", job_id, check=False)
+    assert again.returncode == 1 and "not_cancellable" in again.stdout
+    info = json.loads(calmq(settings, "info", "--json").stdout)["queues"][0]
+    assert (info["paused"], info["max_ready"], info["ready"]) == (False, None, 0)

@@ -28,7 +28,7 @@ from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, Store
 from calmq.stores.redis import store as store_module
-from calmq.stores.redis.keys import queue_keys, queues_key, validate_queue_name
+from calmq.stores.redis.keys import derived_key, queue_keys, queues_key, validate_queue_name
 from calmq.stores.redis.scripts import SCRIPT_NAMES, declared_key_count, script_source
 from calmq.stores.redis.store import RedisStore
 from tests.redis_server import RedisServer, free_port
@@ -101,6 +101,38 @@ def test_all_keys_of_a_queue_hash_to_one_slot() -> None:
     assert keys.ready == "{calmq:emails}:ready"
     assert keys.job("x") == "{calmq:emails}:job:x"
     assert queues_key("calmq") == "calmq:queues"
+
+
+def test_derived_keys_of_controls_share_the_queue_slot(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = queue_keys(key_prefix, Q)
+    limited = job("j1", unique_key="u", throttle_key="t", throttle_limit=5,
+                  throttle_period_ms=60_000, rate_key="r", rate_limit=5, rate_period_ms=1000,
+                  concurrency_key="c", concurrency_limit=2, fairness_key="f")  # fmt: skip
+    redis_store.enqueue([limited])
+    redis_store.claim(Q, limit=1, lease_ms=60_000)
+    names = [derived_key(keys.tag, kind, value) for kind, value in
+             [("uniq", "u"), ("throttle", "t"), ("rate", "r"), ("conc", "c")]]  # fmt: skip
+    assert all(raw.exists(name) for name in names)
+    assert raw.get(names[0]) == b"queued:j1"
+    assert {key_slot(n.encode()) for n in names} == {key_slot(keys.tag.encode())}
+    with pytest.raises(ValueError):
+        derived_key(keys.tag, "nope", "x")
+
+
+def test_foreign_lane_key_is_refused_before_any_write(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    lane = job("j1", fairness_key="f")
+    redis_store.enqueue([lane])
+    tag = queue_keys(key_prefix, Q).tag
+    raw.delete(derived_key(tag, "lane", lane.lane or ""))
+    raw.set(derived_key(tag, "lane", lane.lane or ""), "foreign")
+    before = snapshot(raw, key_prefix)
+    with pytest.raises(StoreError, match="foreign data"):
+        redis_store.claim(Q, limit=1, lease_ms=1000)
+    assert snapshot(raw, key_prefix) == before
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "a{b", "b}", "tab\there", "x" * 201])

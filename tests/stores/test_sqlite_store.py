@@ -92,13 +92,13 @@ def test_memory_store_and_open_store() -> None:
 def test_migrations_recorded_and_reopen_is_noop(store: SqliteStore, db_path: str) -> None:
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT version, applied_at FROM calmq_migrations").fetchall()
-        assert [r[0] for r in rows] == [1]
+        assert [r[0] for r in rows] == [1, 2]
         assert rows[0][1] > 1_600_000_000_000
         conn.isolation_level = None
         assert migrate(conn) == []
     SqliteStore(db_path).close()
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 1
+        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 2
 
 
 def test_older_schema_is_upgraded(tmp_path: Path) -> None:
@@ -117,6 +117,25 @@ def test_older_schema_is_upgraded(tmp_path: Path) -> None:
         assert versions == [1, 2]
         columns = [r[1] for r in conn.execute("PRAGMA table_info(jobs)")]
         assert "note" in columns
+
+
+def test_version_1_file_with_jobs_upgrades_to_limits(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    shutil.copy(Path(str(default_directory())) / "0001_initial.sql", migrations)
+    db = str(tmp_path / "old.sqlite3")
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert migrate(conn, migrations) == [1]
+        conn.execute(
+            "INSERT INTO jobs (queue, id, task, payload, state, seq, enqueued_at, run_at)"
+            " VALUES ('default', 'old', 't', x'00', 'ready', 1, 0, 0)"
+        )
+    store = SqliteStore(db)  # applies 0002
+    try:
+        claimed = store.claim("default", limit=5, lease_ms=1000).jobs
+        assert [c.id for c in claimed] == ["old"]
+    finally:
+        store.close()
 
 
 def test_failed_migration_rolls_back(tmp_path: Path) -> None:

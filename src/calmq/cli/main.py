@@ -14,11 +14,12 @@ import msgspec
 
 from calmq.app import App
 from calmq.errors import CalmqError
-from calmq.job import JobInfo, JobState
+from calmq.job import CancelOutcome, EnqueueOutcome, JobInfo, JobState, QueueOverflow
+from calmq.limits import QueueLimit, Unique, validate_key
 from calmq.settings import Settings
 from calmq.stores import open_store, redact_url
 from calmq.stores.base import Store
-from calmq.task import CallOptions
+from calmq.task import CallOptions, validate_queue_name
 from calmq.worker.worker import DEFAULT_LEASE, WorkerConfig
 
 log = logging.getLogger("calmq.cli")
@@ -163,9 +164,18 @@ def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: 
 @click.option("--delay", type=float, default=None, help="Seconds from now.")
 @click.option("--priority", type=int, default=None)
 @click.option("--job-id", default=None, help="Idempotency: an existing id is not enqueued twice.")
+@click.option("--unique-key", default=None, help="Skip if a job with this key is queued.")
+@click.option("--unique-scope", type=click.Choice(["queued", "active", "ttl"]), default="queued",
+              show_default=True)  # fmt: skip
+@click.option("--unique-ttl", type=float, default=None, help="Seconds (with --unique-scope ttl).")
+@click.option("--on-duplicate", type=click.Choice(["keep", "replace", "raise"]), default="keep",
+              show_default=True, help="replace: new payload, run at now + delay.")  # fmt: skip
+@click.option("--fairness-key", default=None, help="Claims round-robin across these keys.")
 def enqueue(app_path: str, task_name: str, args: tuple[str, ...], kw: tuple[str, ...],
             queue: str | None, delay: float | None, priority: int | None,
-            job_id: str | None) -> None:  # fmt: skip
+            job_id: str | None, unique_key: str | None, unique_scope: str,
+            unique_ttl: float | None, on_duplicate: str,
+            fairness_key: str | None) -> None:  # fmt: skip
     """Enqueue TASK with JSON ARGS, e.g. ``calmq enqueue app:app send_sms '"+316..."' '"hi"'``."""
     app = load_app(app_path)
     task = (
@@ -180,10 +190,31 @@ def enqueue(app_path: str, task_name: str, args: tuple[str, ...], kw: tuple[str,
         keywords[name] = _json_arg(value)
     from calmq.task import Call
 
-    options = CallOptions(job_id=job_id, queue=queue, priority=priority, delay=delay)
+    unique = None
+    if unique_key is not None:
+        unique = Unique(_literal(unique_key), unique_scope, unique_ttl, on_duplicate)
+    fair = _literal(fairness_key) if fairness_key is not None else None
+    options = CallOptions(job_id=job_id, queue=queue, priority=priority, delay=delay,
+                          unique=unique, fairness_key=fair)  # fmt: skip
     job = app.enqueue_calls(task, [Call(positional, keywords)], options)[0]
-    verb = "enqueued" if job.created else "already exists"
+    verb = _ENQUEUE_VERBS[job.outcome]
     click.echo(f"{verb}: {job.id} ({job.task} on queue {job.queue}, {job.state})")
+
+
+_ENQUEUE_VERBS = {
+    EnqueueOutcome.CREATED: "enqueued",
+    EnqueueOutcome.EXISTS: "already exists",
+    EnqueueOutcome.DUPLICATE: "duplicate of",
+    EnqueueOutcome.REPLACED: "replaced payload of",
+    EnqueueOutcome.THROTTLED: "throttled (not stored)",
+    EnqueueOutcome.REJECTED: "rejected (queue full)",
+}
+
+
+def _literal(key: str) -> Any:
+    """A key given on the command line, used as is (not as a format string)."""
+    validate_key(key, "key")
+    return lambda *_a, **_k: key
 
 
 def _task_by_short_name(app: App, name: str) -> Any:
@@ -216,21 +247,87 @@ def info(url: str | None, app_path: str | None, as_json: bool) -> None:
     """Jobs per queue and state: ready, scheduled, running, dead."""
     store = store_from(url, app_path)
     counts = store.counts()
+    configs = {c.queue: store.queue_config(c.queue) for c in counts}
     if as_json:
-        click.echo(json.dumps({"store": store.display_url,
-                               "queues": [msgspec.to_builtins(c) for c in counts]}))  # fmt: skip
+        queues = [msgspec.to_builtins(c) | _config_fields(configs[c.queue]) for c in counts]
+        click.echo(json.dumps({"store": store.display_url, "queues": queues}))
         return
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=f"calmq queues on {redact_url(store.display_url)}")
-    for column in ("queue", "ready", "scheduled", "running", "dead"):
+    for column in ("queue", "ready", "scheduled", "running", "dead", "paused", "max ready"):
         table.add_column(column, justify="left" if column == "queue" else "right")
     for c in counts:
-        table.add_row(c.queue, str(c.ready), str(c.scheduled), str(c.running), str(c.dead))
+        config = configs[c.queue]
+        bound = f"{config.max_ready} ({config.overflow})" if config.max_ready else "-"
+        table.add_row(c.queue, str(c.ready), str(c.scheduled), str(c.running), str(c.dead),
+                      "yes" if config.paused else "no", bound)  # fmt: skip
     if not counts:
-        table.add_row("(no queues yet)", "", "", "", "")
+        table.add_row("(no queues yet)", "", "", "", "", "", "")
     Console().print(table)
+
+
+def _config_fields(config: Any) -> dict[str, Any]:
+    return {"paused": config.paused, "max_ready": config.max_ready,
+            "overflow": config.overflow.value}  # fmt: skip
+
+
+@cli.command()
+@click.argument("queue")
+@url_option
+@app_option
+def pause(queue: str, url: str | None, app_path: str | None) -> None:
+    """Stop workers claiming from QUEUE (enqueue keeps working)."""
+    validate_queue_name(queue)
+    store_from(url, app_path).pause(queue)
+    click.echo(f"paused: {queue}")
+
+
+@cli.command()
+@click.argument("queue")
+@url_option
+@app_option
+def resume(queue: str, url: str | None, app_path: str | None) -> None:
+    """Let workers claim from QUEUE again."""
+    validate_queue_name(queue)
+    store_from(url, app_path).resume(queue)
+    click.echo(f"resumed: {queue}")
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--queue", default="default", show_default=True)
+@url_option
+@app_option
+def cancel(job_id: str, queue: str, url: str | None, app_path: str | None) -> None:
+    """Cancel JOB_ID: removed if queued; if running, its lease is revoked."""
+    validate_queue_name(queue)
+    outcome = store_from(url, app_path).cancel(queue, job_id)
+    click.echo(f"{outcome}: {job_id}")
+    if outcome is CancelOutcome.NOT_CANCELLABLE:
+        sys.exit(1)
+
+
+@cli.command("limit")
+@click.argument("queue")
+@click.option("--max-ready", type=int, default=None, help="Bound on ready jobs (omit: none).")
+@click.option("--overflow", type=click.Choice(["reject", "drop_oldest"]), default="reject",
+              show_default=True)  # fmt: skip
+@url_option
+@app_option
+def limit_queue(queue: str, max_ready: int | None, overflow: str, url: str | None,
+                app_path: str | None) -> None:  # fmt: skip
+    """Bound the ready jobs of QUEUE (admission control), or remove the bound."""
+    validate_queue_name(queue)
+    store = store_from(url, app_path)
+    if max_ready is None:
+        store.set_queue_limit(queue, None)
+        click.echo(f"unbounded: {queue}")
+        return
+    bound = QueueLimit(max_ready, overflow)
+    store.set_queue_limit(queue, bound.max_ready, QueueOverflow(bound.overflow))
+    click.echo(f"bounded: {queue} max_ready={max_ready} overflow={overflow}")
 
 
 @cli.group()
@@ -307,9 +404,11 @@ def dead_purge(job_ids: tuple[str, ...], queue: str | None, yes: bool, url: str 
 
 def main() -> None:
     """Entry point of the ``calmq`` console script."""
+    from calmq.cli.bench import bench
     from calmq.cli.demo import demo
     from calmq.cli.doctor import doctor
 
+    cli.add_command(bench)
     cli.add_command(demo)
     cli.add_command(doctor)
     cli(prog_name="calmq")

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
+import re
 
 from calmq.errors import ConfigurationError
 from calmq.settings import Settings
 from calmq.stores.base import Store
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = (
+    "redis",
+    "rediss",
+    "unix",
+    "redis+sentinel",
+    "rediss+sentinel",
+    "redis+cluster",
+    "rediss+cluster",
+)
 SQLITE_SCHEMES = ("sqlite",)
 
 
@@ -16,8 +24,20 @@ def open_store(url: str | None = None, settings: Settings | None = None) -> Stor
     """Open the store a URL names.
 
     ``sqlite:///path/to/file``, ``sqlite:///:memory:`` or ``sqlite://:memory:`` for the
-    embedded store; ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
-    ``unix:///path/to/socket`` for Redis. With no URL, ``settings.resolved_url()`` decides.
+    embedded store. For Redis:
+
+    * ``redis://[user:password@]host:port/db``, ``rediss://...`` (TLS) or
+      ``unix:///path/to/socket``: one server;
+    * ``redis+sentinel://[user:password@]host1:port1,host2:port2/master_name[/db]``: the
+      primary Sentinel names, followed across failovers;
+    * ``redis+cluster://[user:password@]host1:port1,host2:port2``: a Redis Cluster, from
+      any of its nodes (one queue lives in one hash slot).
+
+    ``rediss+sentinel://`` and ``rediss+cluster://`` use TLS. TLS files come from query
+    parameters (``?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...&ssl_cert_reqs=required``)
+    or the ``redis_tls_*`` settings; the user and password from the URL or the
+    ``redis_username`` / ``redis_password`` settings. See docs/scaling.md.
+    With no URL, ``settings.resolved_url()`` decides.
     """
     settings = settings or Settings()
     url = url or settings.resolved_url()
@@ -32,7 +52,8 @@ def open_store(url: str | None = None, settings: Settings | None = None) -> Stor
         return RedisStore(url, settings=settings)
     raise ConfigurationError(
         f"unsupported store URL {redact_url(url)!r}: use sqlite:///path, redis://host:port/db,"
-        " rediss://... or unix:///path"
+        " rediss://..., unix:///path, redis+sentinel://host:port,.../master or"
+        " redis+cluster://host:port,..."
     )
 
 
@@ -49,16 +70,15 @@ def sqlite_path(url: str) -> str:
     return rest[1:]
 
 
+_USERINFO = re.compile(r"^([a-z0-9+.-]+://)([^/?#]*)@", re.IGNORECASE)  # greedy: last @
+_SECRET_QUERY = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
 def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***``, safe for logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable url>"
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    netloc = f"{user}:***@{host}{port}"
-    return parts._replace(netloc=netloc).geturl()
+    """The URL with every password (in the user info, or a ``...password=`` query parameter)
+    replaced by ``***``, safe for logs and error messages. Works on multi-host URLs."""
+    match = _USERINFO.match(url)
+    if match is not None and ":" in match.group(2):
+        user = match.group(2).split(":", 1)[0]
+        url = f"{match.group(1)}{user}:***@{url[match.end() :]}"
+    return _SECRET_QUERY.sub(r"\1***", url)

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
 from calmq.job import (
+    CancelOutcome,
     ClaimResult,
     EnqueueResult,
     FailOutcome,
@@ -35,7 +36,9 @@ from calmq.job import (
     JobState,
     Lease,
     NewJob,
+    QueueConfig,
     QueueCounts,
+    QueueOverflow,
     RescueResult,
 )
 
@@ -57,7 +60,13 @@ class Store(Protocol):
     # --- producers -----------------------------------------------------------------
     def enqueue(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """Store new jobs, one result per job in order; all jobs of one call may share a queue
-        or not. An existing id is a no-op reported with ``created=False``."""
+        or not. An existing id is a no-op reported with ``created=False``.
+
+        Controls carried by a job apply atomically, in this order: an existing id; a pending
+        job with the same unique key (kept, or replaced: payload swapped, run time now +
+        delay); the throttle of its key (over it: not stored); the queue's bound on ready
+        jobs (reject, or dead-letter the oldest ready job). None of them raises.
+        """
         ...
 
     # --- workers -------------------------------------------------------------------
@@ -67,6 +76,11 @@ class Store(Protocol):
         Due scheduled jobs are promoted first, so a delayed job is claimable the moment it
         is due. Each claimed job gets a fresh fencing token and ``attempt`` + 1. A paused
         queue yields nothing.
+
+        Jobs with a rate, concurrency or fairness key wait in lanes (one per combination of
+        keys); claims round-robin over lanes (plain jobs count as one lane) and skip a lane
+        whose head is over its rate or concurrency limit: it stays queued, no attempt spent.
+        ``next_due_ms`` then also covers the moment a rate window reopens.
         """
         ...
 
@@ -115,6 +129,31 @@ class Store(Protocol):
         ...
 
     # --- admin ---------------------------------------------------------------------
+    def pause(self, queue: str) -> None:
+        """Stop claims from ``queue`` (enqueue keeps working). Idempotent."""
+        ...
+
+    def resume(self, queue: str) -> None:
+        """Let claims from ``queue`` start again and wake idle workers. Idempotent."""
+        ...
+
+    def cancel(self, queue: str, job_id: str) -> CancelOutcome:
+        """Cancel a job: a queued one is removed at once (state ``cancelled``, kept like a
+        succeeded job); a running one has its lease revoked, so ``extend_leases`` reports it
+        lost and ``complete``/``fail``/``release`` are stale and finish it as cancelled (or
+        ``rescue_expired`` does, once its lease expires)."""
+        ...
+
+    def set_queue_limit(
+        self, queue: str, max_ready: int | None, overflow: QueueOverflow = QueueOverflow.REJECT
+    ) -> None:
+        """Bound the ready jobs of ``queue`` (``None`` removes the bound)."""
+        ...
+
+    def queue_config(self, queue: str) -> QueueConfig:
+        """The queue's paused state and bound."""
+        ...
+
     def get_job(self, queue: str, job_id: str) -> JobInfo | None:
         """The job with that id in that queue, or None."""
         ...

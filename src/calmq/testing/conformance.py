@@ -52,6 +52,7 @@ from typing import TypeVar
 from calmq.job import (
     SCHEMA_VERSION,
     ClaimedJob,
+    EnqueueOutcome,
     EnqueueResult,
     FailOutcome,
     JobInfo,
@@ -66,15 +67,23 @@ from calmq.stores.base import Store
 
 __all__ = [
     "TestAdmin",
+    "TestBoundedQueue",
+    "TestCancel",
     "TestClaim",
     "TestClock",
     "TestClose",
     "TestCompleteAndFail",
     "TestConcurrency",
+    "TestConcurrencyLimit",
     "TestDeadLetters",
     "TestEnqueue",
+    "TestFairness",
     "TestLeases",
+    "TestPause",
+    "TestRateLimit",
     "TestRelease",
+    "TestThrottle",
+    "TestUnique",
     "TestWait",
 ]
 
@@ -284,7 +293,7 @@ class TestEnqueue:
             id=job.id, queue=job.queue, task="other.task", payload=b"changed", priority=9
         )
         results = store.enqueue([duplicate])
-        assert results == [EnqueueResult(id=job.id, created=False, state=JobState.READY)]
+        assert results == [EnqueueResult(job.id, False, JobState.READY, EnqueueOutcome.EXISTS)]
         info = get_info(store, job.id)
         assert info.payload == b"original"
         assert info.task == TASK
@@ -297,8 +306,8 @@ class TestEnqueue:
         assert claim_one(store).id == running.id
         results = store.enqueue([scheduled, running])
         assert results == [
-            EnqueueResult(id=scheduled.id, created=False, state=JobState.SCHEDULED),
-            EnqueueResult(id=running.id, created=False, state=JobState.RUNNING),
+            EnqueueResult(scheduled.id, False, JobState.SCHEDULED, EnqueueOutcome.EXISTS),
+            EnqueueResult(running.id, False, JobState.RUNNING, EnqueueOutcome.EXISTS),
         ]
         counts = one_count(store)
         assert (counts.ready, counts.scheduled, counts.running) == (0, 1, 1)
@@ -740,7 +749,7 @@ class TestCompleteAndFail:
         assert info.finished_at_ms >= claimed.claimed_at_ms
         # Remembered, so a late duplicate enqueue stays a no-op.
         results = store.enqueue([job])
-        assert results == [EnqueueResult(id=job.id, created=False, state=JobState.SUCCEEDED)]
+        assert results == [EnqueueResult(job.id, False, JobState.SUCCEEDED, EnqueueOutcome.EXISTS)]
         assert claim_all(store) == []
         assert one_count(store) == QueueCounts(queue=QUEUE)
 
@@ -1235,3 +1244,17 @@ class TestClose:
         assert isinstance(store, Store)
         assert isinstance(store.capabilities, frozenset)
         assert isinstance(store.display_url, str)
+
+
+# The tests of the needless-work and overload controls live in their own module (this one is
+# long enough); imported last, as they use the helpers above, and listed in __all__.
+from calmq.testing.conformance_limits import (  # noqa: E402
+    TestBoundedQueue,
+    TestCancel,
+    TestConcurrencyLimit,
+    TestFairness,
+    TestPause,
+    TestRateLimit,
+    TestThrottle,
+    TestUnique,
+)

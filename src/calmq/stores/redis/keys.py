@@ -5,6 +5,12 @@ Redis Cluster slot and each Lua script touches one slot only. Per-job hashes are
 ``{<prefix>:<queue>}:job:<id>``; scripts derive them from the tag (``KEYS[1]``) so the
 job id never has to be passed as a key.
 
+Keys per control value are derived the same way, from the tag, by the scripts that use
+them (their Lua headers say which); :func:`derived_key` builds the same names for tools and
+tests: ``:uniq:<unique key>`` (STRING ``"<scope>:<job id>"``), ``:throttle:<key>`` and
+``:rate:<key>`` (sliding-window ZSETs), ``:conc:<key>`` (ZSET job id -> lease deadline) and
+``:lane:<lane>`` (ZSET of the ready jobs of one lane).
+
 The keys each script receives are listed here too (:meth:`QueueKeys.for_script`), next to
 the names, so the order in ``KEYS`` and the ``-- KEYS[i]`` header of the Lua file can be
 checked against each other by a test.
@@ -34,6 +40,17 @@ def validate_queue_name(queue: str) -> str:
     return queue
 
 
+#: Kinds of per-value keys the scripts derive from a queue's tag.
+DERIVED_KINDS = ("job", "uniq", "throttle", "rate", "conc", "lane")
+
+
+def derived_key(tag: str, kind: str, value: str) -> str:
+    """The key a script derives from ``tag`` for one value (a job id, a limit key, a lane)."""
+    if kind not in DERIVED_KINDS:
+        raise ValueError(f"unknown derived key kind {kind!r}")
+    return f"{tag}:{kind}:{value}"
+
+
 def queues_key(prefix: str) -> str:
     """The SET of every queue name (outside any hash tag: scripts never touch it)."""
     return f"{prefix}:queues"
@@ -53,6 +70,8 @@ class QueueKeys:
     seq: str
     token: str
     paused: str
+    lanes: str  # ZSET lane -> turn: lanes with ready jobs, in round-robin order
+    config: str  # HASH max_ready, overflow: the queue's bound
     _scripts: dict[str, tuple[str, ...]] = dataclasses.field(repr=False, compare=False)
 
     def job(self, job_id: str) -> str:
@@ -75,6 +94,8 @@ class QueueKeys:
             self.seq,
             self.token,
             self.paused,
+            self.lanes,
+            self.config,
         )
 
 
@@ -86,18 +107,20 @@ def queue_keys(prefix: str, queue: str) -> QueueKeys:
         f"{tag}:{n}" for n in ("ready", "scheduled", "leases", "dead")
     )
     wake, seq, token, paused = (f"{tag}:{n}" for n in ("wake", "seq", "token", "paused"))
+    lanes, config = f"{tag}:lanes", f"{tag}:config"
     # Each tuple mirrors the "-- KEYS[i]" lines of lua/<name>.lua; a test checks the counts.
     scripts = {
-        "enqueue": (tag, ready, scheduled, wake, seq),
-        "claim": (tag, ready, scheduled, leases, dead, wake, seq, token, paused),
+        "enqueue": (tag, ready, scheduled, wake, seq, lanes, config, dead),
+        "claim": (tag, ready, scheduled, leases, dead, wake, seq, token, paused, lanes),
         "extend_leases": (tag, leases),
-        "complete": (tag, leases),
+        "complete": (tag, leases, wake),
         "fail": (tag, leases, scheduled, dead, wake),
-        "release": (tag, leases, ready, wake),
-        "promote_due": (tag, scheduled, ready, wake, seq),
-        "rescue_expired": (tag, leases, ready, dead, wake),
-        "replay_dead": (tag, dead, ready, wake, seq),
+        "release": (tag, leases, ready, wake, lanes),
+        "promote_due": (tag, scheduled, ready, wake, seq, lanes),
+        "rescue_expired": (tag, leases, ready, dead, wake, lanes),
+        "replay_dead": (tag, dead, ready, wake, seq, lanes),
         "purge_dead": (tag, dead),
+        "cancel": (tag, ready, scheduled, lanes),
     }
     return QueueKeys(
         queue=queue,
@@ -110,5 +133,7 @@ def queue_keys(prefix: str, queue: str) -> QueueKeys:
         seq=seq,
         token=token,
         paused=paused,
+        lanes=lanes,
+        config=config,
         _scripts=scripts,
     )

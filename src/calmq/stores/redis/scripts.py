@@ -31,6 +31,7 @@ SCRIPT_NAMES = (
     "rescue_expired",
     "replay_dead",
     "purge_dead",
+    "cancel",
 )
 
 _KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
@@ -91,12 +92,14 @@ class Scripts:
         are queued directly and only the calls answered with NOSCRIPT are loaded and rerun.
         """
         pipe = self._client.pipeline(transaction=False)
+        untyped: Any = pipe  # redis-py leaves execute_command unannotated
         for command in before:
-            untyped: Any = pipe  # redis-py leaves execute_command unannotated
             untyped.execute_command(*command)
         for name, keys, args in calls:
             self._check_keys(name, keys)
-            pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+            # execute_command, not pipe.evalsha: the cluster pipeline blocks the method (but
+            # routes the command by its keys' slot, which is all calmq needs).
+            untyped.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys, *args)
         results: list[Any] = pipe.execute(raise_on_error=False)[len(before) :]
         for i, result in enumerate(results):
             if isinstance(result, NoScriptError):

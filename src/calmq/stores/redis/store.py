@@ -19,37 +19,39 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, cast
 
-import redis
-from redis.backoff import NoBackoff
-from redis.connection import UnixDomainSocketConnection
 from redis.exceptions import (
     AuthenticationError,
     BusyLoadingError,
     ConnectionError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     TimeoutError,
 )
-from redis.retry import Retry
 
-from calmq.errors import CalmqError, ConfigurationError, QueueUnavailable, StoreError
+from calmq.errors import CalmqError, QueueUnavailable, StoreError
 from calmq.job import (
     SCHEMA_VERSION,
+    CancelOutcome,
     ClaimedJob,
     ClaimResult,
+    EnqueueOutcome,
     EnqueueResult,
     FailOutcome,
     JobInfo,
     JobState,
     Lease,
     NewJob,
+    QueueConfig,
     QueueCounts,
+    QueueOverflow,
     RescueResult,
 )
 from calmq.settings import Settings
 from calmq.stores import redact_url
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS
-from calmq.stores.redis.keys import QueueKeys, queue_keys, queues_key
+from calmq.stores.redis.connection import open_connection
+from calmq.stores.redis.keys import QueueKeys, derived_key, queue_keys, queues_key
 from calmq.stores.redis.scripts import Arg, Scripts
 
 MAX_ERROR_CHARS = 2_000
@@ -59,6 +61,11 @@ MAX_TRACEBACK_CHARS = 20_000
 ADMIN_BATCH = 1_000
 #: Each claimed job comes back as this many entries of the flat reply of claim.lua.
 CLAIM_FIELDS = 10
+#: Each enqueued job comes back as this many entries of the flat reply of enqueue.lua.
+ENQUEUE_FIELDS = 4
+#: Most lanes (keys with limits or fairness) one claim visits; the round robin goes on in
+#: the next claim.
+LANE_SCAN = 200
 CORRUPT_REASON = "job record missing or corrupt"
 
 # First word of a Redis error reply -> QueueUnavailable.reason. These mean "the server
@@ -95,8 +102,10 @@ class RedisStore:
     def __init__(self, url: str, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.display_url = redact_url(url)
-        self._pool = self._make_pool(url)
-        self._client = redis.Redis(connection_pool=self._pool)
+        # Plain, TLS, Sentinel or Cluster: connection.py builds the bounded client and pool.
+        self._conn = open_connection(url, self.settings)
+        self._pool = self._conn.pool  # None on a cluster (one pool per node)
+        self._client = self._conn.client
         self._scripts = Scripts(self._client)
         self._prefix = self.settings.key_prefix
         self._keys: dict[str, QueueKeys] = {}
@@ -107,27 +116,6 @@ class RedisStore:
         self._waiters_lock = threading.Lock()
         self._waiters_pid = os.getpid()
         self._closed = False
-
-    def _make_pool(self, url: str) -> redis.BlockingConnectionPool:
-        s = self.settings
-        options: dict[str, Any] = {
-            "max_connections": s.pool_size,
-            "timeout": s.pool_timeout,  # wait for a free connection at most this long
-            "socket_connect_timeout": s.connect_timeout,
-            "socket_timeout": s.command_timeout,
-            "health_check_interval": 30,
-            # No retries: a retry would silently double the documented bound.
-            "retry": Retry(NoBackoff(), 0),
-            # No CLIENT SETINFO on connect: two round trips each new connection would pay.
-            "driver_info": None,
-        }
-        try:
-            pool = redis.BlockingConnectionPool.from_url(url, **options)
-            if not issubclass(pool.connection_class, UnixDomainSocketConnection):
-                pool.connection_kwargs["socket_keepalive"] = True  # TCP only
-        except (ValueError, TypeError) as exc:
-            raise ConfigurationError(f"bad Redis URL {redact_url(url)!r}: {exc}") from None
-        return pool
 
     # --- plumbing -------------------------------------------------------------------
     def _queue(self, queue: str) -> QueueKeys:
@@ -141,10 +129,10 @@ class RedisStore:
         """Map every redis-py error to a calmq error, keeping it as ``__cause__``."""
         try:
             yield
-        except RedisError as exc:
+        except (RedisError, RedisClusterException) as exc:
             raise self._translate(exc) from exc
 
-    def _translate(self, exc: RedisError) -> CalmqError:
+    def _translate(self, exc: RedisError | RedisClusterException) -> CalmqError:
         message = str(exc)
         reason = _unavailable_reason(exc, message)
         if reason is not None:
@@ -183,6 +171,7 @@ class RedisStore:
                 run_at = "" if job.run_at_ms is None else job.run_at_ms
                 args += (job.id, job.task, job.payload, job.priority, job.max_attempts)
                 args += (max(job.delay_ms, 0), run_at)
+                args += _control_args(job)
             calls.append(("enqueue", self._queue(queue).for_script("enqueue"), args))
         new_queues = [q for q in by_queue if q not in self._known_queues]
         with self._guard():
@@ -196,8 +185,7 @@ class RedisStore:
         results: list[EnqueueResult | None] = [None] * len(jobs)
         for positions, reply in zip(by_queue.values(), replies, strict=True):
             for n, i in enumerate(positions):
-                state = _state(reply[2 * n + 1])
-                results[i] = EnqueueResult(jobs[i].id, bool(reply[2 * n]), state)
+                results[i] = _enqueue_result(jobs[i], reply, ENQUEUE_FIELDS * n)
         return [r for r in results if r is not None]
 
     # --- workers ---------------------------------------------------------------------
@@ -205,7 +193,7 @@ class RedisStore:
         """Lease up to ``limit`` ready jobs (promoting due scheduled jobs first)."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
-        args = (limit, lease_ms, max(limit, 100), SCHEMA_VERSION)
+        args = (limit, lease_ms, max(limit, 100), SCHEMA_VERSION, LANE_SCAN)
         reply = self._run("claim", self._queue(queue), args)
         now, next_due, deadline = int(reply[0]), reply[1], int(reply[2])
         jobs = [
@@ -260,6 +248,7 @@ class RedisStore:
             (traceback or "")[:MAX_TRACEBACK_CHARS],
             "" if retry_in_ms is None else max(retry_in_ms, 0),
         ]
+        args.append(math.ceil(self.settings.completed_ttl * 1000))
         reply = self._run("fail", self._queue(queue), args)
         return FailOutcome(reply.decode())
 
@@ -267,7 +256,8 @@ class RedisStore:
         """Give leased jobs back to ready without spending an attempt."""
         if not leases:
             return 0
-        return int(self._run("release", self._queue(queue), _flatten(leases)))
+        ttl_ms = math.ceil(self.settings.completed_ttl * 1000)
+        return int(self._run("release", self._queue(queue), [ttl_ms, *_flatten(leases)]))
 
     def promote_due(self, queue: str, *, limit: int = 1000) -> int:
         """Move up to ``limit`` due scheduled jobs to ready."""
@@ -280,7 +270,9 @@ class RedisStore:
         if limit < 1:
             return RescueResult([], [])
         ttl_ms = math.ceil(self.settings.dead_ttl * 1000)
-        reply = self._run("rescue_expired", self._queue(queue), [limit, ttl_ms, SCHEMA_VERSION])
+        done_ms = math.ceil(self.settings.completed_ttl * 1000)
+        args = [limit, ttl_ms, SCHEMA_VERSION, done_ms]
+        reply = self._run("rescue_expired", self._queue(queue), args)
         requeued = int(reply[0])
         ids = [raw.decode() for raw in reply[1:]]
         return RescueResult(ids[:requeued], ids[requeued:])
@@ -296,6 +288,10 @@ class RedisStore:
             raise ValueError("wait_for_work needs at least one queue")
         wake_keys = [self._queue(q).wake for q in queues]
         seconds = max(math.ceil(timeout * 1000), 1) / 1000
+        if self._conn.cluster is not None:  # one BLPOP per slot, in parallel (cluster.py)
+            with self._guard():
+                slack = self.settings.command_timeout + 1
+                return self._conn.cluster.wait_for_wake(wake_keys, seconds, slack)
         conn = self._take_waiter()
         try:
             with self._guard():
@@ -318,7 +314,7 @@ class RedisStore:
                 return self._waiters.pop()
         # Same URL and options as the pool, but outside it: a BLPOP must never hold a
         # connection producers are waiting for.
-        return cast(_Connection, self._pool.connection_class(**self._pool.connection_kwargs))
+        return cast(_Connection, self._conn.new_connection())
 
     def _return_waiter(self, conn: _Connection) -> None:
         with self._waiters_lock:
@@ -352,6 +348,8 @@ class RedisStore:
         with self._guard():
             read = self._client.zrevrange if state is JobState.DEAD else self._client.zrange
             ids = cast(list[bytes], read(index, start, stop))
+            if state is JobState.READY and len(ids) < limit:
+                ids += self._lane_ids(keys, start, limit - len(ids))
             pipe = self._client.pipeline(transaction=False)
             for raw in ids:
                 pipe.hgetall(keys.job(raw.decode()))
@@ -365,8 +363,28 @@ class RedisStore:
                 jobs.append(_corrupt_info(queue, job_id, state, fields))
         return jobs
 
+    def _lane_ids(self, keys: QueueKeys, start: int, wanted: int) -> list[bytes]:
+        """Ready jobs waiting in lanes, listed after the plain ready ones (lane by lane, in
+        turn order); ``start`` counts from the first plain ready job."""
+        skip = max(start - int(self._client.zcard(keys.ready)), 0)
+        ids: list[bytes] = []
+        for lane in cast(list[bytes], self._client.zrange(keys.lanes, 0, -1)):
+            lane_key = derived_key(keys.tag, "lane", lane.decode())
+            size = int(self._client.zcard(lane_key))
+            if skip >= size:
+                skip -= size
+                continue
+            ids += cast(
+                list[bytes], self._client.zrange(lane_key, skip, skip + wanted - len(ids) - 1)
+            )
+            skip = 0
+            if len(ids) >= wanted:
+                break
+        return ids
+
     def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
-        """Jobs per state, for the given queues or every known queue (one round trip)."""
+        """Jobs per state, for the given queues or every known queue (one round trip, two
+        when a queue has lanes: their jobs count as ready)."""
         names = self.queues() if queues is None else list(queues)
         all_keys = [self._queue(q) for q in names]
         with self._guard():
@@ -374,10 +392,21 @@ class RedisStore:
             for keys in all_keys:
                 for key in (keys.ready, keys.scheduled, keys.leases, keys.dead):
                     pipe.zcard(key)
-            sizes = pipe.execute()
+                pipe.zrange(keys.lanes, 0, -1)
+            replies = pipe.execute()
+            sizes = [replies[5 * i : 5 * i + 4] for i in range(len(names))]
+            lanes = [replies[5 * i + 4] for i in range(len(names))]
+            if any(lanes):
+                pipe = self._client.pipeline(transaction=False)
+                for keys, queue_lanes in zip(all_keys, lanes, strict=True):
+                    for lane in queue_lanes:
+                        pipe.zcard(derived_key(keys.tag, "lane", lane.decode()))
+                waiting = iter(pipe.execute())
+                for size, queue_lanes in zip(sizes, lanes, strict=True):
+                    size[0] += sum(next(waiting) for _ in queue_lanes)
         return [
-            QueueCounts(name, *(int(n) for n in sizes[4 * i : 4 * i + 4]))
-            for i, name in enumerate(names)
+            QueueCounts(name, *(int(n) for n in size))
+            for name, size in zip(names, sizes, strict=True)
         ]
 
     def queues(self) -> list[str]:
@@ -385,6 +414,52 @@ class RedisStore:
         with self._guard():
             members = cast(set[bytes], self._client.smembers(queues_key(self._prefix)))
         return sorted(raw.decode() for raw in members)
+
+    def pause(self, queue: str) -> None:
+        """Stop claims from ``queue`` (claim.lua returns nothing while the key exists)."""
+        with self._guard():
+            self._client.set(self._queue(queue).paused, 1)
+
+    def resume(self, queue: str) -> None:
+        """Let claims start again and wake one idle worker (it chains the wake-up on)."""
+        keys = self._queue(queue)
+        with self._guard():
+            self._client.delete(keys.paused)
+            # The wake list holds at most one element; a racing second one is only a
+            # spurious wake-up, which wait_for_work allows.
+            if not self._client.llen(keys.wake):
+                self._client.rpush(keys.wake, 1)
+
+    def cancel(self, queue: str, job_id: str) -> CancelOutcome:
+        """Remove a queued job, or revoke the lease of a running one (cancel.lua)."""
+        ttl_ms = math.ceil(self.settings.completed_ttl * 1000)
+        reply = self._run("cancel", self._queue(queue), [job_id, ttl_ms])
+        return CancelOutcome(reply.decode())
+
+    def set_queue_limit(
+        self, queue: str, max_ready: int | None, overflow: QueueOverflow = QueueOverflow.REJECT
+    ) -> None:
+        """Bound the ready jobs of ``queue`` (``None`` removes the bound)."""
+        keys = self._queue(queue)
+        with self._guard():
+            if max_ready is None:
+                self._client.delete(keys.config)
+                return
+            mapping = {"max_ready": max_ready, "overflow": overflow.value}
+            self._client.hset(keys.config, mapping=mapping)
+            self._client.sadd(queues_key(self._prefix), queue)
+
+    def queue_config(self, queue: str) -> QueueConfig:
+        """The queue's paused state and bound."""
+        keys = self._queue(queue)
+        with self._guard():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.exists(keys.paused)
+            pipe.hmget(keys.config, ["max_ready", "overflow"])
+            paused, (max_ready, overflow) = pipe.execute()
+        if max_ready is None:
+            return QueueConfig(queue, bool(paused))
+        return QueueConfig(queue, bool(paused), int(max_ready), QueueOverflow(overflow.decode()))
 
     def replay_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Put dead jobs back to ready with fresh attempts; ``None`` means all."""
@@ -429,15 +504,17 @@ class RedisStore:
             waiters, self._waiters = self._waiters, []
         for conn in waiters:
             conn.disconnect()
-        self._pool.disconnect()
+        self._conn.close()
 
 
-def _unavailable_reason(exc: RedisError, message: str) -> str | None:
+def _unavailable_reason(exc: RedisError | RedisClusterException, message: str) -> str | None:
     """The ``QueueUnavailable.reason`` for ``exc``, or None when it is not about availability.
 
     redis-py strips the error code off some replies (``OOM ...`` becomes ``...``) but keeps
     it in ``status_code``; replies it does not know keep the code as their first word.
     """
+    if isinstance(exc, RedisClusterException):  # no reachable node, slot not covered
+        return "cluster"
     if "max number of clients" in message:  # redis-py raises it as a ConnectionError
         return "max_clients"
     if isinstance(exc, TimeoutError):
@@ -447,6 +524,8 @@ def _unavailable_reason(exc: RedisError, message: str) -> str | None:
     if isinstance(exc, BusyLoadingError):
         return "loading"
     if isinstance(exc, ConnectionError):
+        if "SSL" in message or "certificate" in message:  # wrong CA, expired cert, not TLS
+            return "tls"
         return "pool_exhausted" if "No connection available" in message else "connection"
     if isinstance(exc, ResponseError):
         code = exc.status_code or message.split(" ", 1)[0]
@@ -455,6 +534,51 @@ def _unavailable_reason(exc: RedisError, message: str) -> str | None:
 
 
 # --- reply parsing ----------------------------------------------------------------------
+def _control_args(job: NewJob) -> tuple[Arg, ...]:
+    """The controls field of enqueue.lua: '' for a plain job, else '1' and 13 fields."""
+    if (
+        job.unique_key is None
+        and job.throttle_key is None
+        and job.rate_key is None
+        and job.concurrency_key is None
+        and job.fairness_key is None
+    ):
+        return ("",)
+    return (
+        "1",
+        job.unique_key or "",
+        job.unique_scope.value,
+        job.unique_ttl_ms,
+        job.unique_policy.value,
+        job.throttle_key or "",
+        job.throttle_limit,
+        job.throttle_period_ms,
+        job.rate_key or "",
+        job.rate_limit,
+        job.rate_period_ms,
+        job.concurrency_key or "",
+        job.concurrency_limit,
+        job.lane or "",
+    )
+
+
+def _enqueue_result(job: NewJob, reply: list[Any], at: int) -> EnqueueResult:
+    created, state, outcome, duplicate_of = reply[at : at + ENQUEUE_FIELDS]
+    if created:  # the common case, without decoding
+        return EnqueueResult(job.id, True, _STATES[state])
+    holder = duplicate_of.decode() if duplicate_of else None
+    return EnqueueResult(
+        holder or job.id,
+        bool(created),
+        _state(state),
+        EnqueueOutcome(outcome.decode()),
+        holder,
+    )
+
+
+_STATES = {b"ready": JobState.READY, b"scheduled": JobState.SCHEDULED}
+
+
 def _flatten(leases: Sequence[Lease]) -> list[Arg]:
     args: list[Arg] = []
     for lease in leases:

@@ -70,6 +70,18 @@ INSERT INTO jobs (
 )
 ON CONFLICT (queue, id) DO NOTHING;
 
+-- A job with limits: the plain insert plus its lane and limit columns. State is 'waiting'
+-- (in its lane) when it has a lane and is ready now.
+-- name: insert_limited_job
+INSERT INTO jobs (
+    queue, id, task, payload, state, priority, attempt, max_attempts, seq,
+    enqueued_at, run_at, v, lane, rate_key, rate_limit, rate_period, conc_key, conc_limit
+) VALUES (
+    :queue, :id, :task, :payload, :state, :priority, 0, :max_attempts, :seq,
+    :now, :run_at, :v, :lane, :rate_key, :rate_limit, :rate_period, :conc_key, :conc_limit
+)
+ON CONFLICT (queue, id) DO NOTHING;
+
 -- name: job_state
 SELECT state FROM jobs WHERE queue = :queue AND id = :id;
 
@@ -80,6 +92,8 @@ INSERT INTO queues (name) VALUES (:queue) ON CONFLICT (name) DO NOTHING;
 
 -- Read-only probe run before taking the write lock: an idle worker polling an empty
 -- queue never takes the write lock at all. Takes a JSON array of queue names.
+-- A lane counts only when it is not blocked by its rate or concurrency limit, so an idle
+-- worker does not spin on a lane that cannot be served yet.
 -- name: claimable
 SELECT EXISTS (
     SELECT 1 FROM json_each(:queues) AS q
@@ -90,16 +104,23 @@ SELECT EXISTS (
             SELECT 1 FROM jobs
             WHERE queue = q.value AND state = 'scheduled' AND run_at <= :now
         )
+        OR EXISTS (SELECT 1 FROM lanes WHERE queue = q.value AND blocked_until <= :now)
       )
 );
 
 -- name: is_paused
 SELECT EXISTS (SELECT 1 FROM paused WHERE queue = :queue);
 
+-- What a claim needs to know first, in one statement: paused? any lanes?
+-- name: claim_flags
+SELECT EXISTS (SELECT 1 FROM paused WHERE queue = :queue),
+       EXISTS (SELECT 1 FROM lanes WHERE queue = :queue);
+
 -- Due scheduled jobs become ready with a NEW seq (behind the jobs already ready), in
 -- due order. The seq base is read once; the caller then bumps the counter by rowcount.
 -- name: promote_due
-UPDATE jobs SET state = 'ready', seq = due.base + due.rn
+UPDATE jobs SET state = CASE WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END,
+    seq = due.base + due.rn
 FROM (
     SELECT rowid AS rid,
            row_number() OVER (ORDER BY run_at, seq) AS rn,
@@ -109,7 +130,8 @@ FROM (
     ORDER BY run_at, seq
     LIMIT :limit
 ) AS due
-WHERE jobs.rowid = due.rid;
+WHERE jobs.rowid = due.rid
+RETURNING lane, conc_key, seq;
 
 -- One statement: select-and-lease in a single write, never read-then-write.
 -- name: claim_ready
@@ -133,9 +155,23 @@ WHERE rowid = :rowid;
 -- name: next_due
 SELECT min(run_at) FROM jobs WHERE queue = :queue AND state = 'scheduled';
 
+-- With lanes: the next scheduled job, or the next lane whose rate window reopens (or whose
+-- earliest concurrency lease ends), whichever is first.
+-- name: next_due_with_lanes
+SELECT min(t) FROM (
+    SELECT min(run_at) AS t FROM jobs WHERE queue = :queue AND state = 'scheduled'
+    UNION ALL
+    SELECT min(blocked_until) FROM lanes WHERE queue = :queue AND blocked_until > :now
+);
+
 -- name: next_due_any
-SELECT min(run_at) FROM jobs
-WHERE state = 'scheduled' AND queue IN (SELECT value FROM json_each(:queues));
+SELECT min(t) FROM (
+    SELECT min(run_at) AS t FROM jobs
+    WHERE state = 'scheduled' AND queue IN (SELECT value FROM json_each(:queues))
+    UNION ALL
+    SELECT min(blocked_until) FROM lanes
+    WHERE blocked_until > :now AND queue IN (SELECT value FROM json_each(:queues))
+);
 
 -- ---------------------------------------------------------------- leases (fenced)
 
@@ -148,31 +184,61 @@ WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
 UPDATE jobs
 SET state = 'succeeded', finished_at = :now, payload = X'', error = NULL,
     traceback = NULL, token = NULL, lease_deadline = NULL
-WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running'
+RETURNING conc_key;
 
 -- name: delete_running
 DELETE FROM jobs
-WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running'
+RETURNING conc_key;
 
 -- name: fail_retry
 UPDATE jobs
 SET state = 'scheduled', run_at = :run_at, token = NULL, lease_deadline = NULL,
     error = :error, traceback = :traceback
-WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running'
+RETURNING conc_key;
 
 -- name: fail_dead
 UPDATE jobs
 SET state = 'dead', finished_at = :now, token = NULL, lease_deadline = NULL,
     error = :error, traceback = :traceback
-WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running'
+RETURNING conc_key;
 
--- Back to ready with the ORIGINAL seq (front of its priority); the attempt is refunded.
+-- Back to ready (or its lane) with the ORIGINAL seq (front of its priority); the attempt
+-- is refunded.
 -- name: release_job
 UPDATE jobs
-SET state = 'ready', token = NULL, lease_deadline = NULL, attempt = max(attempt - 1, 0)
-WHERE queue = :queue AND id = :id AND token = :token AND state = 'running';
+SET state = CASE WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END, token = NULL,
+    lease_deadline = NULL, attempt = max(attempt - 1, 0)
+WHERE queue = :queue AND id = :id AND token = :token AND state = 'running'
+RETURNING lane, conc_key, seq;
+
+-- A cancelled running job: its token was prefixed 'x:' by cancel, so the worker's own
+-- complete/fail/release (with the old token) missed; finish it as cancelled.
+-- name: finish_cancelled
+UPDATE jobs
+SET state = 'cancelled', finished_at = :now, payload = X'', token = NULL,
+    lease_deadline = NULL, error = 'cancelled'
+WHERE queue = :queue AND id = :id AND token = 'x:' || :token AND state = 'running'
+RETURNING conc_key;
 
 -- ---------------------------------------------------------------- maintenance
+
+-- Expired leases of cancelled running jobs end as cancelled (never retried).
+-- name: rescue_cancelled
+UPDATE jobs
+SET state = 'cancelled', finished_at = :now, payload = X'', token = NULL,
+    lease_deadline = NULL, error = 'cancelled'
+WHERE rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND state = 'running' AND lease_deadline <= :now
+      AND token LIKE 'x:%'
+    ORDER BY lease_deadline
+    LIMIT :limit
+)
+RETURNING id, conc_key;
 
 -- name: rescue_to_dead
 UPDATE jobs
@@ -186,12 +252,13 @@ WHERE rowid IN (
     ORDER BY lease_deadline
     LIMIT :limit
 )
-RETURNING id;
+RETURNING id, conc_key;
 
--- Back to ready with the original seq: the job lost its worker, not its place.
+-- Back to ready (or its lane) with the original seq: the job lost its worker, not its place.
 -- name: rescue_to_ready
 UPDATE jobs
-SET state = 'ready', token = NULL, lease_deadline = NULL,
+SET state = CASE WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END, token = NULL,
+    lease_deadline = NULL,
     error = 'lease expired on attempt ' || attempt || ' of ' || max_attempts
             || ': the worker was lost (crashed, killed or partitioned)'
 WHERE rowid IN (
@@ -201,7 +268,7 @@ WHERE rowid IN (
     ORDER BY lease_deadline
     LIMIT :limit
 )
-RETURNING id;
+RETURNING id, lane, conc_key, seq;
 
 -- Bounded TTL sweep of succeeded or dead rows.
 -- name: sweep_finished
@@ -216,8 +283,9 @@ WHERE rowid IN (
 
 -- name: replay_dead_all
 UPDATE jobs
-SET state = 'ready', attempt = 0, token = NULL, lease_deadline = NULL,
-    finished_at = NULL, run_at = :now, seq = d.base + d.rn
+SET state = CASE WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END, attempt = 0,
+    token = NULL, lease_deadline = NULL, finished_at = NULL, run_at = :now,
+    seq = d.base + d.rn
 FROM (
     SELECT rowid AS rid,
            row_number() OVER (ORDER BY seq) AS rn,
@@ -227,14 +295,16 @@ FROM (
     ORDER BY seq
     LIMIT :limit
 ) AS d
-WHERE jobs.rowid = d.rid;
+WHERE jobs.rowid = d.rid
+RETURNING lane, conc_key, seq;
 
 -- CROSS JOIN fixes the join order: one primary-key lookup per requested id instead of
 -- a scan of every dead job of the queue.
 -- name: replay_dead_ids
 UPDATE jobs
-SET state = 'ready', attempt = 0, token = NULL, lease_deadline = NULL,
-    finished_at = NULL, run_at = :now, seq = d.base + d.rn
+SET state = CASE WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END, attempt = 0,
+    token = NULL, lease_deadline = NULL, finished_at = NULL, run_at = :now,
+    seq = d.base + d.rn
 FROM (
     SELECT jobs.rowid AS rid,
            row_number() OVER (ORDER BY seq) AS rn,
@@ -243,7 +313,8 @@ FROM (
     WHERE jobs.queue = :queue AND jobs.id = wanted.value AND jobs.state = 'dead'
     ORDER BY seq
 ) AS d
-WHERE jobs.rowid = d.rid;
+WHERE jobs.rowid = d.rid
+RETURNING lane, conc_key, seq;
 
 -- name: purge_dead_all
 DELETE FROM jobs
@@ -268,7 +339,7 @@ FROM jobs WHERE queue = :queue AND id = :id;
 -- name: list_ready
 SELECT id, queue, task, state, payload, priority, attempt, max_attempts, enqueued_at,
        run_at, finished_at, error, traceback, v
-FROM jobs WHERE queue = :queue AND state = 'ready'
+FROM jobs WHERE queue = :queue AND state IN ('ready', 'waiting')
 ORDER BY priority DESC, seq LIMIT :limit OFFSET :offset;
 
 -- name: list_scheduled
@@ -295,3 +366,152 @@ SELECT state, count(*) FROM jobs WHERE queue = :queue GROUP BY state;
 
 -- name: list_queues
 SELECT name FROM queues ORDER BY name;
+
+-- ---------------------------------------------------------------- lanes (limits, fairness)
+
+-- A lane joins at the back of the round robin (its turn is a fresh seq).
+-- name: add_lane
+INSERT INTO lanes (queue, lane, turn, blocked_until, conc_key)
+VALUES (:queue, :lane, :turn, 0, :conc_key)
+ON CONFLICT (queue, lane) DO NOTHING;
+
+-- name: open_lanes
+SELECT lane FROM lanes
+WHERE queue = :queue AND blocked_until <= :now
+ORDER BY turn LIMIT :limit;
+
+-- name: lane_head
+SELECT rowid, rate_key, rate_limit, rate_period, conc_key, conc_limit FROM jobs
+WHERE queue = :queue AND lane = :lane AND state = 'waiting'
+ORDER BY priority DESC, seq LIMIT 1;
+
+-- name: block_lane
+UPDATE lanes SET blocked_until = :until WHERE queue = :queue AND lane = :lane;
+
+-- A served lane goes to the back of the round robin.
+-- name: turn_lane
+UPDATE lanes SET turn = :turn, blocked_until = 0 WHERE queue = :queue AND lane = :lane;
+
+-- name: drop_lane
+DELETE FROM lanes WHERE queue = :queue AND lane = :lane;
+
+-- A slot of a concurrency key was freed: its lanes may be served again.
+-- name: unblock_conc
+UPDATE lanes SET blocked_until = 0
+WHERE queue = :queue AND conc_key = :conc_key AND blocked_until > 0;
+
+-- Slots held: running jobs of the key whose lease is still live (a crashed worker's
+-- slot comes back when its lease expires, even before rescue_expired runs).
+-- name: count_conc
+SELECT count(*), min(lease_deadline) FROM jobs
+WHERE queue = :queue AND conc_key = :conc_key AND state = 'running'
+  AND lease_deadline > :now;
+
+-- name: claim_row
+UPDATE jobs
+SET state = 'running', token = :token, attempt = attempt + 1, lease_deadline = :deadline
+WHERE rowid = :rowid
+RETURNING rowid, id, task, payload, attempt, max_attempts, priority, enqueued_at,
+          run_at, seq, v;
+
+-- ---------------------------------------------------------------- limit windows
+
+-- name: window_prune
+DELETE FROM limit_events
+WHERE queue = :queue AND kind = :kind AND key = :key AND at <= :cutoff;
+
+-- name: window_count
+SELECT count(*), min(at) FROM limit_events
+WHERE queue = :queue AND kind = :kind AND key = :key AND at > :cutoff;
+
+-- name: window_add
+INSERT INTO limit_events (queue, kind, key, at, until, member)
+VALUES (:queue, :kind, :key, :now, :now + :period, :member);
+
+-- Events past their window, of keys nobody checks any more (bounded).
+-- name: sweep_events
+DELETE FROM limit_events
+WHERE rowid IN (
+    SELECT rowid FROM limit_events WHERE queue = :queue AND until <= :now LIMIT :limit
+);
+
+-- ---------------------------------------------------------------- unique keys
+
+-- name: get_unique
+SELECT u.job_id, u.scope, u.expires_at, j.state
+FROM unique_keys AS u
+LEFT JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
+WHERE u.queue = :queue AND u.key = :key;
+
+-- name: set_unique
+INSERT INTO unique_keys (queue, key, job_id, scope, expires_at)
+VALUES (:queue, :key, :job_id, :scope, :expires_at)
+ON CONFLICT (queue, key) DO UPDATE
+SET job_id = excluded.job_id, scope = excluded.scope, expires_at = excluded.expires_at;
+
+-- Debounce: the pending job takes the new payload and run time.
+-- name: replace_pending
+UPDATE jobs
+SET payload = :payload, run_at = :run_at,
+    state = CASE WHEN :run_at > :now THEN 'scheduled'
+                 WHEN lane IS NULL THEN 'ready' ELSE 'waiting' END
+WHERE queue = :queue AND id = :id AND state IN ('ready', 'scheduled', 'waiting')
+RETURNING state, lane, conc_key, seq;
+
+-- Unique keys that no longer hold: TTL passed, or the job left the states of its scope.
+-- name: sweep_unique
+DELETE FROM unique_keys
+WHERE queue = :queue AND key IN (
+    SELECT u.key FROM unique_keys AS u
+    LEFT JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
+    WHERE u.queue = :queue AND (
+        (u.scope = 'ttl' AND u.expires_at <= :now)
+        OR (u.scope <> 'ttl' AND (j.state IS NULL
+            OR j.state NOT IN ('ready', 'scheduled', 'waiting', 'running')))
+    )
+    LIMIT :limit
+);
+
+-- ---------------------------------------------------------------- queue controls
+
+-- name: pause_queue
+INSERT INTO paused (queue, paused_at) VALUES (:queue, :now) ON CONFLICT (queue) DO NOTHING;
+
+-- name: resume_queue
+DELETE FROM paused WHERE queue = :queue;
+
+-- name: get_queue_limit
+SELECT max_ready, overflow FROM queue_limits WHERE queue = :queue;
+
+-- name: set_queue_limit
+INSERT INTO queue_limits (queue, max_ready, overflow) VALUES (:queue, :max_ready, :overflow)
+ON CONFLICT (queue) DO UPDATE SET max_ready = excluded.max_ready, overflow = excluded.overflow;
+
+-- name: clear_queue_limit
+DELETE FROM queue_limits WHERE queue = :queue;
+
+-- name: count_ready
+SELECT count(*) FROM jobs WHERE queue = :queue AND state IN ('ready', 'waiting');
+
+-- The oldest ready job (lowest seq, plain or in a lane) makes room in a full queue.
+-- name: drop_oldest_ready
+UPDATE jobs
+SET state = 'dead', finished_at = :now, token = NULL, lease_deadline = NULL,
+    error = 'dropped: queue full'
+WHERE rowid = (
+    SELECT rowid FROM jobs WHERE queue = :queue AND state IN ('ready', 'waiting')
+    ORDER BY seq LIMIT 1
+)
+RETURNING id;
+
+-- name: cancel_queued
+UPDATE jobs
+SET state = 'cancelled', finished_at = :now, payload = X'', token = NULL,
+    lease_deadline = NULL, error = 'cancelled'
+WHERE queue = :queue AND id = :id AND state IN ('ready', 'scheduled', 'waiting');
+
+-- Revoke the lease of a running job: its worker's token no longer matches.
+-- name: cancel_running
+UPDATE jobs
+SET token = CASE WHEN token LIKE 'x:%' THEN token ELSE 'x:' || token END
+WHERE queue = :queue AND id = :id AND state = 'running';

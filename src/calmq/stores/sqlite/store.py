@@ -27,19 +27,24 @@ from typing import Any
 from calmq.errors import CalmqError, ConfigurationError, QueueUnavailable, StoreError
 from calmq.job import (
     SCHEMA_VERSION,
+    CancelOutcome,
     ClaimedJob,
     ClaimResult,
+    EnqueueOutcome,
     EnqueueResult,
     FailOutcome,
     JobInfo,
     JobState,
     Lease,
     NewJob,
+    QueueConfig,
     QueueCounts,
+    QueueOverflow,
     RescueResult,
 )
 from calmq.settings import Settings
 from calmq.stores.base import CAP_MULTI_PROCESS
+from calmq.stores.sqlite import controls
 from calmq.stores.sqlite.migrate import migrate
 from calmq.stores.sqlite.queries import load_queries
 
@@ -239,21 +244,44 @@ class SqliteStore:
             now = _now_ms()
             top = conn.execute(self._q["reserve_seq"], {"n": len(jobs)}).fetchone()[0]
             first = int(top) - len(jobs) + 1
-            results = [self._insert(conn, job, first + i, now) for i, job in enumerate(jobs)]
+            bounds = {}
             for name in dict.fromkeys(job.queue for job in jobs):
                 conn.execute(self._q["register_queue"], {"queue": name})
+                bounds[name] = controls.queue_bound(conn, self._q, name)
+            results = [
+                self._insert(conn, job, first + i, now, bounds[job.queue])
+                for i, job in enumerate(jobs)
+            ]
         self._notify(job.queue for job, r in zip(jobs, results, strict=True) if r.created)
         return results
 
-    def _insert(self, conn: sqlite3.Connection, job: NewJob, seq: int, now: int) -> EnqueueResult:
+    def _insert(
+        self,
+        conn: sqlite3.Connection,
+        job: NewJob,
+        seq: int,
+        now: int,
+        bound: tuple[int, str] | None,
+    ) -> EnqueueResult:
+        # Plain jobs into an unbounded queue take the one-statement path below.
+        limited = controls.has_controls(job) or bound is not None
+        if limited:
+            refused = controls.admit(conn, self._q, job, now)
+            if refused is not None:
+                return refused
+        if bound is not None:
+            refused = controls.make_room(conn, self._q, job, now, bound)
+            if refused is not None:
+                return refused
         due = job.run_at_ms if job.run_at_ms is not None else now + max(job.delay_ms, 0)
         state = JobState.SCHEDULED if due > now else JobState.READY
+        stored = "waiting" if state is JobState.READY and job.lane is not None else state.value
         params = {
             "queue": job.queue,
             "id": job.id,
             "task": job.task,
             "payload": job.payload,
-            "state": state.value,
+            "state": stored,
             "priority": job.priority,
             "max_attempts": job.max_attempts,
             "seq": seq,
@@ -261,10 +289,15 @@ class SqliteStore:
             "run_at": max(due, now),
             "v": SCHEMA_VERSION,
         }
+        if limited:
+            params |= controls.insert_params(job)
+            conn.execute(self._q["insert_limited_job"], params)  # admit() saw no such id
+            controls.after_insert(conn, self._q, job, stored, seq, now)
+            return EnqueueResult(job.id, True, state)
         if conn.execute(self._q["insert_job"], params).rowcount == 1:
             return EnqueueResult(job.id, True, state)
         row = conn.execute(self._q["job_state"], {"queue": job.queue, "id": job.id}).fetchone()
-        return EnqueueResult(job.id, False, _known_state(row[0]))
+        return EnqueueResult(job.id, False, _known_state(row[0]), EnqueueOutcome.EXISTS)
 
     # ------------------------------------------------------------------ workers
 
@@ -275,15 +308,21 @@ class SqliteStore:
             return ClaimResult([], self._next_due([queue]), _now_ms())
         with self._write("claim jobs") as conn:
             now = _now_ms()
-            if conn.execute(self._q["is_paused"], {"queue": queue}).fetchone()[0]:
+            paused, has_lanes = conn.execute(self._q["claim_flags"], {"queue": queue}).fetchone()
+            if paused:
                 return ClaimResult([], None, now)
             self._promote(conn, queue, now, BATCH)
             token = secrets.token_hex(8)
-            params = {"queue": queue, "token": token, "deadline": now + lease_ms, "limit": limit}
-            rows = conn.execute(self._q["claim_ready"], params).fetchall()
             lease = (token, now, now + lease_ms)
+            if has_lanes:
+                rows = controls.LaneClaim(conn, self._q, queue, lease).run(limit)
+            else:
+                params = {"queue": queue, "token": token, "deadline": now + lease_ms,
+                          "limit": limit}  # fmt: skip
+                rows = conn.execute(self._q["claim_ready"], params).fetchall()
             jobs = [self._claimed(conn, queue, row, lease) for row in rows]
-            next_due = conn.execute(self._q["next_due"], {"queue": queue}).fetchone()[0]
+            due_query = self._q["next_due_with_lanes" if has_lanes else "next_due"]
+            next_due = conn.execute(due_query, {"queue": queue, "now": now}).fetchone()[0]
         good = sorted((job for job in jobs if job is not None), key=_claim_order)
         return ClaimResult([job for job, _seq in good], next_due, now)
 
@@ -317,10 +356,11 @@ class SqliteStore:
 
     def _promote(self, conn: sqlite3.Connection, queue: str, now: int, limit: int) -> int:
         params = {"queue": queue, "now": now, "limit": limit}
-        moved = conn.execute(self._q["promote_due"], params).rowcount
-        if moved > 0:
-            conn.execute(self._q["bump_seq"], {"n": moved})
-        return moved
+        rows = conn.execute(self._q["promote_due"], params).fetchall()
+        if rows:
+            conn.execute(self._q["bump_seq"], {"n": len(rows)})
+            controls.add_lanes(conn, self._q, queue, rows)
+        return len(rows)
 
     def _claimable(self, queues: Sequence[str]) -> bool:
         with self._use("look for work") as conn:
@@ -329,7 +369,7 @@ class SqliteStore:
 
     def _next_due(self, queues: Sequence[str]) -> int | None:
         with self._use("read the next due time") as conn:
-            params = {"queues": json.dumps(list(queues))}
+            params = {"queues": json.dumps(list(queues)), "now": _now_ms()}
             value = conn.execute(self._q["next_due_any"], params).fetchone()[0]
         return None if value is None else int(value)
 
@@ -353,15 +393,25 @@ class SqliteStore:
             return []
         # With no TTL there is nothing to remember: delete the row in the same statement.
         query = self._q["complete_job" if self._settings.completed_ttl > 0 else "delete_running"]
+        done: list[bool] = []
         with self._write("complete jobs") as conn:
             now = _now_ms()
-            return [
-                conn.execute(
-                    query, {"queue": queue, "id": lease.id, "token": lease.token, "now": now}
-                ).rowcount
-                == 1
-                for lease in leases
-            ]
+            for lease in leases:
+                params = {"queue": queue, "id": lease.id, "token": lease.token, "now": now}
+                row = conn.execute(query, params).fetchone()
+                done.append(row is not None)
+                self._after_finish(conn, queue, row, params)
+        return done
+
+    def _after_finish(
+        self, conn: sqlite3.Connection, queue: str, row: Any, params: dict[str, Any]
+    ) -> None:
+        """After complete/fail/release of one lease: free its concurrency slot, or (when the
+        lease was not ours) finish the job if it was cancelled while running."""
+        if row is None:
+            row = conn.execute(self._q["finish_cancelled"], params).fetchone()
+        if row is not None and row[0] is not None:
+            controls.slots_freed(conn, self._q, queue, [row[0]])
 
     def fail(
         self,
@@ -385,7 +435,9 @@ class SqliteStore:
                 "traceback": None if traceback is None else traceback[:MAX_TRACEBACK_CHARS],
             }
             query = self._q["fail_dead" if retry_in_ms is None else "fail_retry"]
-            if conn.execute(query, params).rowcount != 1:
+            row = conn.execute(query, params).fetchone()
+            self._after_finish(conn, queue, row, params)
+            if row is None:
                 return FailOutcome.STALE
         return FailOutcome.DEAD if retry_in_ms is None else FailOutcome.RETRY_SCHEDULED
 
@@ -393,13 +445,18 @@ class SqliteStore:
         """Give leased jobs back to ready, first in line, without spending an attempt."""
         if not leases:
             return 0
+        released = 0
         with self._write("release jobs") as conn:
-            released = sum(
-                conn.execute(
-                    self._q["release_job"], {"queue": queue, "id": lease.id, "token": lease.token}
-                ).rowcount
-                for lease in leases
-            )
+            now = _now_ms()
+            for lease in leases:
+                params = {"queue": queue, "id": lease.id, "token": lease.token, "now": now}
+                row = conn.execute(self._q["release_job"], params).fetchone()
+                if row is not None:
+                    released += 1
+                    controls.add_lanes(conn, self._q, queue, [row])
+                    controls.slots_freed(conn, self._q, queue, [row[1]])
+                else:
+                    self._after_finish(conn, queue, None, params)
         if released:
             self._notify([queue])
         return released
@@ -417,10 +474,17 @@ class SqliteStore:
         with self._write("rescue expired leases") as conn:
             now = _now_ms()
             params = {"queue": queue, "now": now, "limit": limit}
-            dead = [row[0] for row in conn.execute(self._q["rescue_to_dead"], params)]
+            cancelled = conn.execute(self._q["rescue_cancelled"], params).fetchall()
+            dead_rows = conn.execute(self._q["rescue_to_dead"], params).fetchall()
+            dead = [row[0] for row in dead_rows]
             params["limit"] = max(limit - len(dead), 0)
-            requeued = [row[0] for row in conn.execute(self._q["rescue_to_ready"], params)]
+            back = conn.execute(self._q["rescue_to_ready"], params).fetchall()
+            requeued = [row[0] for row in back]
+            controls.add_lanes(conn, self._q, queue, [row[1:] for row in back])
+            freed = [row[-1] for row in (*cancelled, *dead_rows)] + [row[2] for row in back]
+            controls.slots_freed(conn, self._q, queue, freed)
             self._sweep(conn, queue, now, limit)
+            controls.sweep(conn, self._q, queue, now, limit)
         if requeued:
             self._notify([queue])
         return RescueResult(requeued=requeued, dead=dead)
@@ -428,6 +492,7 @@ class SqliteStore:
     def _sweep(self, conn: sqlite3.Connection, queue: str, now: int, limit: int) -> None:
         ttls = {
             JobState.SUCCEEDED: self._settings.completed_ttl,
+            JobState.CANCELLED: self._settings.completed_ttl,
             JobState.DEAD: self._settings.dead_ttl,
         }
         for state, ttl in ttls.items():
@@ -512,7 +577,7 @@ class SqliteStore:
         by_state = {str(state): int(n) for state, n in rows}
         return QueueCounts(
             queue=queue,
-            ready=by_state.get("ready", 0),
+            ready=by_state.get("ready", 0) + by_state.get("waiting", 0),
             scheduled=by_state.get("scheduled", 0),
             running=by_state.get("running", 0),
             dead=by_state.get("dead", 0),
@@ -522,6 +587,48 @@ class SqliteStore:
         """Names of every queue that ever received a job, sorted."""
         with self._use("list queues") as conn:
             return [str(row[0]) for row in conn.execute(self._q["list_queues"])]
+
+    def pause(self, queue: str) -> None:
+        """Stop claims from ``queue``; enqueue keeps working."""
+        with self._write("pause a queue") as conn:
+            conn.execute(self._q["pause_queue"], {"queue": queue, "now": _now_ms()})
+
+    def resume(self, queue: str) -> None:
+        """Let claims from ``queue`` start again and wake this process's idle workers."""
+        with self._write("resume a queue") as conn:
+            conn.execute(self._q["resume_queue"], {"queue": queue})
+        self._notify([queue])
+
+    def cancel(self, queue: str, job_id: str) -> CancelOutcome:
+        """Remove a queued job, or revoke the lease of a running one."""
+        with self._write("cancel a job") as conn:
+            params = {"queue": queue, "id": job_id, "now": _now_ms()}
+            if conn.execute(self._q["cancel_queued"], params).rowcount:
+                return CancelOutcome.CANCELLED
+            if conn.execute(self._q["cancel_running"], params).rowcount:
+                return CancelOutcome.CANCELLING
+        return CancelOutcome.NOT_CANCELLABLE
+
+    def set_queue_limit(
+        self, queue: str, max_ready: int | None, overflow: QueueOverflow = QueueOverflow.REJECT
+    ) -> None:
+        """Bound the ready jobs of ``queue`` (``None`` removes the bound)."""
+        with self._write("set a queue limit") as conn:
+            if max_ready is None:
+                conn.execute(self._q["clear_queue_limit"], {"queue": queue})
+                return
+            params = {"queue": queue, "max_ready": max_ready, "overflow": overflow.value}
+            conn.execute(self._q["set_queue_limit"], params)
+            conn.execute(self._q["register_queue"], {"queue": queue})
+
+    def queue_config(self, queue: str) -> QueueConfig:
+        """The queue's paused state and bound."""
+        with self._use("read a queue's settings") as conn:
+            paused = bool(conn.execute(self._q["is_paused"], {"queue": queue}).fetchone()[0])
+            bound = controls.queue_bound(conn, self._q, queue)
+        if bound is None:
+            return QueueConfig(queue, paused)
+        return QueueConfig(queue, paused, bound[0], QueueOverflow(bound[1]))
 
     def replay_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Dead jobs back to ready (attempt 0, a new place in line), in batches."""
@@ -554,11 +661,15 @@ class SqliteStore:
     def _batch(self, action: str, query: str, queue: str, ids: list[str], reseq: bool) -> int:
         with self._write(action) as conn:
             params = {"queue": queue, "now": _now_ms(), "limit": BATCH, "ids": json.dumps(ids)}
-            moved: int = conn.execute(query, params).rowcount
-            if reseq and moved:
+            if not reseq:
+                moved: int = conn.execute(query, params).rowcount
+                return moved
+            rows = conn.execute(query, params).fetchall()
+            if rows:
                 # The statement numbered the rows base+1..base+moved: advance the counter.
-                conn.execute(self._q["bump_seq"], {"n": moved})
-        return moved
+                conn.execute(self._q["bump_seq"], {"n": len(rows)})
+                controls.add_lanes(conn, self._q, queue, rows)
+        return len(rows)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -586,7 +697,7 @@ def _row_problem(task: Any, payload: Any, numbers: tuple[Any, ...], version: Any
 
 def _known_state(value: Any) -> JobState:
     try:
-        return JobState(value)
+        return controls.public_state(value)
     except ValueError:
         raise StoreError(f"stored job has unknown state {value!r}") from None
 

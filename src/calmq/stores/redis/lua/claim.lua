@@ -1,10 +1,18 @@
--- claim.lua: lease up to `limit` ready jobs, highest priority first, FIFO within a priority.
+-- claim.lua: lease up to `limit` ready jobs, highest priority first, FIFO within a priority;
+-- round-robin over lanes when the queue has jobs with rate, concurrency or fairness keys.
 --
 -- Due scheduled jobs are promoted first (bounded). A ready member whose job hash is missing
 -- or corrupt (no state or payload) is dead-lettered with a reason and skipped, so one bad
 -- record never blocks the queue. Each claimed job gets a fresh fencing token, attempt + 1
 -- and a lease deadline. If ready jobs remain, the wake list is refilled so the next idle
 -- worker wakes too (chained wake-ups).
+-- Lanes: with no lane the claim is the plain ZPOPMIN. Otherwise each pass takes one plain
+-- job and the head of each of the first `lane_scan` lanes (turn order) that its limits
+-- allow: a rate window ':rate:<key>' (ZSET "id:token" -> start ms, server clock) with
+-- fewer than its limit in the last period, and a concurrency set ':conc:<key>' (ZSET id ->
+-- lease deadline) with fewer live leases than its limit. A served lane moves to the back.
+-- A blocked lane is skipped (its jobs stay queued, no attempt spent); the earliest moment a
+-- rate window reopens is folded into next_due_ms.
 --
 -- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
 -- KEYS[2] ready (ZSET)
@@ -12,23 +20,25 @@
 -- KEYS[4] leases (ZSET id -> lease deadline ms)
 -- KEYS[5] dead (ZSET id -> died ms)
 -- KEYS[6] wake (LIST, at most one element)
--- KEYS[7] seq (integer counter)
+-- KEYS[7] seq (integer counter; also hands out lane turns)
 -- KEYS[8] token (integer fencing counter)
 -- KEYS[9] paused (any type; its existence pauses the queue)
+-- KEYS[10] lanes (ZSET lane -> turn)
 -- ARGV[1] limit: most jobs to claim
 -- ARGV[2] lease_ms
 -- ARGV[3] promote_limit: most due scheduled jobs to promote first
 -- ARGV[4] schema version for the minimal hash of a dead-lettered corrupt record
--- Returns: flat array: now_ms, next_due_ms ('' if nothing scheduled), lease_deadline_ms,
---          then 10 entries per claimed job: id, task, payload, token, attempt,
---          max_attempts, priority, enqueued_ms, run_at_ms, schema version
--- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
---         the first write
+-- ARGV[5] lane_scan: most lanes visited by one claim
+-- Returns: flat array: now_ms, next_due_ms ('' if nothing scheduled or rate-blocked),
+--          lease_deadline_ms, then 10 entries per claimed job: id, task, payload, token,
+--          attempt, max_attempts, priority, enqueued_ms, run_at_ms, schema version
+-- Errors: "calmq: foreign data in <key>" (a queue key, lane, rate or concurrency key of
+--         the wrong type), raised before the first write
 
 local tag, ready, scheduled, leases, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local wake, seq_key, token_key, paused = KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local wake, seq_key, token_key, paused, lanes = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local limit, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
-local promote_limit, version = tonumber(ARGV[3]), ARGV[4]
+local promote_limit, version, lane_scan = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
 
 local function foreign(key, found, want)
   error({err = 'calmq: foreign data in ' .. key .. ' (a ' .. found .. ', expected a ' .. want .. ')'})
@@ -37,12 +47,26 @@ end
 local function check_type(key, want)
   local found = redis.call('TYPE', key)['ok']
   if found ~= 'none' and found ~= want then foreign(key, found, want) end
+  return found
 end
 
 local function check_counter(key)
   check_type(key, 'string')
   local value = redis.call('GET', key)
   if value and not tonumber(value) then foreign(key, 'non-integer string', 'integer') end
+end
+
+local function lane_key(lane) return tag .. ':lane:' .. lane end
+
+-- The lane's derived keys: its own ZSET and the rate/concurrency keys of its head job.
+local function check_lane(lane, probe_id)
+  check_type(lane_key(lane), 'zset')
+  local id = probe_id or redis.call('ZRANGE', lane_key(lane), 0, 0)[1]
+  if not id then return end
+  local f = redis.pcall('HMGET', tag .. ':job:' .. id, 'rk', 'ck')
+  if f.err then return end
+  if f[1] and f[1] ~= '' then check_type(tag .. ':rate:' .. f[1], 'zset') end
+  if f[2] and f[2] ~= '' then check_type(tag .. ':conc:' .. f[2], 'zset') end
 end
 
 -- Validate everything first: Redis does not roll back a script that fails half-way.
@@ -53,6 +77,7 @@ check_type(dead, 'zset')
 check_type(wake, 'list')
 check_counter(seq_key)
 check_counter(token_key)
+check_type(lanes, 'zset')
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -68,8 +93,19 @@ if redis.call('EXISTS', paused) == 1 then
   return {now, next_due(), deadline}
 end
 
--- Promote due scheduled jobs with a new seq (they queue behind jobs already ready).
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote_limit)
+local due_lanes = {}
+for _, id in ipairs(due) do
+  local f = redis.pcall('HGET', tag .. ':job:' .. id, 'lane')
+  if type(f) == 'string' and f ~= '' then
+    due_lanes[id] = f
+    check_lane(f, id)
+  end
+end
+local visit = redis.call('ZRANGE', lanes, 0, lane_scan - 1)
+for _, lane in ipairs(visit) do check_lane(lane, nil) end
+
+-- Promote due scheduled jobs with a new seq (they queue behind jobs already ready).
 if #due > 0 then
   local seq = redis.call('INCRBY', seq_key, #due) - #due
   for _, id in ipairs(due) do
@@ -81,16 +117,24 @@ if #due > 0 then
       priority = tonumber(redis.call('HGET', jk, 'priority')) or 0
       redis.call('HSET', jk, 'state', 'ready', 'seq', seq)
     end
-    redis.call('ZADD', ready, -priority * 1e12 + seq, id)
+    local lane = due_lanes[id]
+    if lane then
+      redis.call('ZADD', lane_key(lane), -priority * 1e12 + seq, id)
+      redis.call('ZADD', lanes, 'NX', seq, lane)
+    else
+      redis.call('ZADD', ready, -priority * 1e12 + seq, id)
+    end
   end
   -- The due jobs are exactly the lowest ranks (the script runs atomically).
   redis.call('ZREMRANGEBYRANK', scheduled, 0, #due - 1)
 end
 
 local out = {now, next_due(), deadline}
-local popped = redis.call('ZPOPMIN', ready, limit)
-for i = 1, #popped, 2 do
-  local id = popped[i]
+local claimed = 0
+
+-- Lease one job taken out of ready or its lane; returns its token, or nil after
+-- dead-lettering a missing or corrupt record.
+local function deliver(id, ck)
   local jk = tag .. ':job:' .. id
   local f = redis.pcall('HMGET', jk, 'state', 'payload', 'task', 'priority', 'attempt',
     'max_attempts', 'enq', 'run_at', 'v')
@@ -101,25 +145,104 @@ for i = 1, #popped, 2 do
       redis.call('HSET', jk, 'id', id, 'state', 'dead', 'error', 'job record missing or corrupt',
         'fin', now, 'token', '', 'v', f[9] or version)
     end
-  else
-    local token = redis.call('INCR', token_key)
-    local attempt = (tonumber(f[5]) or 0) + 1
-    redis.call('HSET', jk, 'state', 'running', 'token', token, 'attempt', attempt)
-    redis.call('ZADD', leases, deadline, id)
-    out[#out + 1] = id
-    out[#out + 1] = f[3] or ''
-    out[#out + 1] = f[2]
-    out[#out + 1] = token
-    out[#out + 1] = attempt
-    out[#out + 1] = f[6] or 1
-    out[#out + 1] = f[4] or 0
-    out[#out + 1] = f[7] or now
-    out[#out + 1] = f[8] or now
-    out[#out + 1] = f[9] or version
+    return nil
   end
+  local token = redis.call('INCR', token_key)
+  local attempt = (tonumber(f[5]) or 0) + 1
+  redis.call('HSET', jk, 'state', 'running', 'token', token, 'attempt', attempt)
+  redis.call('ZADD', leases, deadline, id)
+  if ck and ck ~= '' then redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id) end
+  out[#out + 1] = id
+  out[#out + 1] = f[3] or ''
+  out[#out + 1] = f[2]
+  out[#out + 1] = token
+  out[#out + 1] = attempt
+  out[#out + 1] = f[6] or 1
+  out[#out + 1] = f[4] or 0
+  out[#out + 1] = f[7] or now
+  out[#out + 1] = f[8] or now
+  out[#out + 1] = f[9] or version
+  claimed = claimed + 1
+  return token
 end
 
-if redis.call('ZCARD', ready) > 0 and redis.call('LLEN', wake) == 0 then
+local function pop_plain(n)
+  local popped = redis.call('ZPOPMIN', ready, n)
+  for i = 1, #popped, 2 do deliver(popped[i], nil) end
+  return #popped / 2
+end
+
+local reopen = nil
+
+-- Claim the head of a lane if its limits allow: 'ok', 'blocked' or 'empty'.
+local function serve(lane)
+  local lk = lane_key(lane)
+  local head = redis.call('ZRANGE', lk, 0, 0)
+  if #head == 0 then
+    redis.call('ZREM', lanes, lane)
+    return 'empty'
+  end
+  local id = head[1]
+  local f = redis.pcall('HMGET', tag .. ':job:' .. id, 'rk', 'rl', 'rp', 'ck', 'cl')
+  if f.err then f = {} end
+  local rk, rl, rp, ck, cl = f[1] or '', tonumber(f[2]), tonumber(f[3]), f[4] or '', tonumber(f[5])
+  local rate_key = tag .. ':rate:' .. rk
+  if rk ~= '' and rl and rp then
+    redis.call('ZREMRANGEBYSCORE', rate_key, '-inf', now - rp)
+    if redis.call('ZCARD', rate_key) >= rl then
+      local oldest = redis.call('ZRANGE', rate_key, 0, 0, 'WITHSCORES')
+      local at = tonumber(oldest[2]) + rp
+      if not reopen or at < reopen then reopen = at end
+      return 'blocked'
+    end
+  end
+  if ck ~= '' and cl then
+    -- Only live leases hold a slot: a crashed worker's slot comes back when it expires.
+    if redis.call('ZCOUNT', tag .. ':conc:' .. ck, '(' .. now, '+inf') >= cl then
+      return 'blocked'
+    end
+  end
+  redis.call('ZREM', lk, id)
+  local token = deliver(id, ck)
+  if token and rk ~= '' and rl and rp then
+    redis.call('ZADD', rate_key, now, id .. ':' .. token)
+    redis.call('PEXPIRE', rate_key, rp)
+  end
+  if redis.call('ZCARD', lk) == 0 then
+    redis.call('ZREM', lanes, lane)
+  else
+    redis.call('ZADD', lanes, redis.call('INCR', seq_key), lane)  -- to the back
+  end
+  return 'ok'
+end
+
+local more = false
+if redis.call('ZCARD', lanes) == 0 then
+  pop_plain(limit)
+else
+  local active = redis.call('ZRANGE', lanes, 0, lane_scan - 1)
+  local plain = true
+  while claimed < limit and (plain or #active > 0) do
+    if #active == 0 then
+      pop_plain(limit - claimed)
+      break
+    end
+    if plain and pop_plain(1) == 0 then plain = false end
+    local still = {}
+    for _, lane in ipairs(active) do
+      if claimed >= limit then
+        still[#still + 1] = lane
+      elseif serve(lane) == 'ok' then
+        still[#still + 1] = lane
+      end
+    end
+    active = still
+  end
+  more = claimed >= limit and #active > 0
+end
+
+if reopen and (out[2] == '' or reopen < tonumber(out[2])) then out[2] = reopen end
+if (more or redis.call('ZCARD', ready) > 0) and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
 end
 return out

@@ -2,30 +2,55 @@
 --
 -- With a completed TTL the hash is kept, stripped of payload, error and traceback, and
 -- expires after the TTL so a late duplicate enqueue stays a no-op; with TTL 0 it is deleted.
+-- The job's concurrency slot (':conc:<key>') and unique key (':uniq:<key>', unless scope
+-- ttl) are released, and idle workers are woken when a slot was freed. A job cancelled
+-- while running (token "x:" .. ours) is not ours any more: it is finished as cancelled.
 --
 -- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
 -- KEYS[2] leases (ZSET id -> lease deadline ms)
+-- KEYS[3] wake (LIST, at most one element)
 -- ARGV[1] completed_ttl_ms (0 = delete at once)
 -- ARGV[2..] 2 per lease: id, token
 -- Returns: array with 1 (completed) or 0 (not ours, nothing changed) per lease, in order
--- Errors: "calmq: foreign data in <key>" (leases of the wrong type), raised before any write
+-- Errors: "calmq: foreign data in <key>" (leases or wake of the wrong type), raised before
+--         any write
 
-local tag, leases = KEYS[1], KEYS[2]
+local tag, leases, wake = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
-local found = redis.call('TYPE', leases)['ok']
-if found ~= 'none' and found ~= 'zset' then
-  return redis.error_reply('calmq: foreign data in ' .. leases .. ' (a ' .. found .. ', expected a zset)')
+for _, pair in ipairs({{leases, 'zset'}, {wake, 'list'}}) do
+  local found = redis.call('TYPE', pair[1])['ok']
+  if found ~= 'none' and found ~= pair[2] then
+    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
+      .. ', expected a ' .. pair[2] .. ')')
+  end
 end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local out = {}
+local freed = false
+-- Release what a finished job held: its concurrency slot and its unique key.
+local function let_go(id, ck, uk)
+  if ck and ck ~= '' then
+    redis.pcall('ZREM', tag .. ':conc:' .. ck, id)
+    freed = true
+  end
+  if uk and uk ~= '' then
+    local key = tag .. ':uniq:' .. uk
+    local value = redis.pcall('GET', key)
+    if type(value) == 'string' and value ~= 'ttl:' .. id and string.sub(value, -#id - 1) == ':' .. id then
+      redis.call('DEL', key)
+    end
+  end
+end
+
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   local jk = tag .. ':job:' .. id
-  local f = redis.pcall('HMGET', jk, 'token', 'state')
+  local f = redis.pcall('HMGET', jk, 'token', 'state', 'ck', 'uk')
   if not f.err and f[1] == ARGV[i + 1] and f[2] == 'running' then
     redis.call('ZREM', leases, id)
+    let_go(id, f[3], f[4])
     if ttl > 0 then
       redis.call('HDEL', jk, 'payload', 'tb', 'error')
       redis.call('HSET', jk, 'state', 'succeeded', 'fin', now, 'token', '')
@@ -35,7 +60,17 @@ for i = 2, #ARGV, 2 do
     end
     out[#out + 1] = 1
   else
+    if not f.err and f[1] == 'x:' .. ARGV[i + 1] and f[2] == 'running' then
+      redis.call('ZREM', leases, id)
+      let_go(id, f[3], f[4])
+      redis.call('HDEL', jk, 'payload', 'tb')
+      redis.call('HSET', jk, 'state', 'cancelled', 'fin', now, 'token', '', 'error', 'cancelled')
+      if ttl > 0 then redis.call('PEXPIRE', jk, ttl) else redis.call('DEL', jk) end
+    end
     out[#out + 1] = 0
   end
+end
+if freed and redis.call('LLEN', wake) == 0 then
+  redis.call('RPUSH', wake, 1)
 end
 return out

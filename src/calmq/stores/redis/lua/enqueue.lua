@@ -1,23 +1,40 @@
--- enqueue.lua: store a batch of new jobs of one queue, idempotent by job id.
+-- enqueue.lua: store a batch of new jobs of one queue, idempotent by job id, applying the
+-- controls a job carries (unique key, throttle) and the queue's bound on ready jobs.
 --
 -- A job whose hash already exists is left untouched and reported with its current state.
--- A new job goes to `scheduled` when it has a future run time, else to `ready`, scored
--- -priority * 1e12 + seq (higher priority first, FIFO within a priority).
+-- A new job goes to `scheduled` when it has a future run time, else to `ready` (or to its
+-- lane when it has a rate, concurrency or fairness key), scored -priority * 1e12 + seq
+-- (higher priority first, FIFO within a priority). In order, for each job: an existing id;
+-- a unique key held by a pending (or, scope 'active', running; or, scope 'ttl', any) job:
+-- kept, or replaced (payload swapped, run time now + delay: debounce); the throttle window
+-- of its key (full: not stored); the queue bound for a job ready now (reject, or
+-- dead-letter the oldest ready job with "dropped: queue full").
+-- Derived keys (from KEYS[1]): job hashes ':job:<id>', unique keys ':uniq:<key>' (STRING
+-- "<scope>:<job id>"), throttle windows ':throttle:<key>' (ZSET member -> ms), lanes
+-- ':lane:<lane>' (ZSET id -> score).
 --
 -- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
 -- KEYS[2] ready (ZSET id -> -priority * 1e12 + seq)
 -- KEYS[3] scheduled (ZSET id -> run time ms)
 -- KEYS[4] wake (LIST, at most one element)
 -- KEYS[5] seq (integer counter)
+-- KEYS[6] lanes (ZSET lane -> turn: lanes with waiting jobs, in round-robin order)
+-- KEYS[7] config (HASH max_ready, overflow; absent = unbounded)
+-- KEYS[8] dead (ZSET id -> died ms)
 -- ARGV[1] schema version stored in each new hash
--- ARGV[2..] 7 per job: id, task, payload, priority, max_attempts, delay_ms, run_at_ms ('' = none)
--- Returns: flat array, 2 entries per job in input order: created (1 or 0), state
--- Errors: "calmq: foreign data in <key>" (a queue key or job key of the wrong type), raised
---         before the first write
+-- ARGV[2..] per job 8 fields: id, task, payload, priority, max_attempts, delay_ms,
+--           run_at_ms ('' = none), controls ('1' = 13 more fields follow, '' = none);
+--           the 13 control fields: unique_key, unique_scope, unique_ttl_ms, unique_policy,
+--           throttle_key, throttle_limit, throttle_period_ms, rate_key, rate_limit,
+--           rate_period_ms, concurrency_key, concurrency_limit, lane ('' = none)
+-- Returns: flat array, 4 entries per job in input order: created (1 or 0), state,
+--          outcome (created|exists|duplicate|replaced|throttled|rejected), duplicate_of ('')
+-- Errors: "calmq: foreign data in <key>" (a queue key, job key or derived key of the wrong
+--         type), raised before the first write
 
 local tag, ready, scheduled, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local lanes, config, dead = KEYS[6], KEYS[7], KEYS[8]
 local version = ARGV[1]
-local PER_JOB = 7
 
 local function foreign(key, found, want)
   error({err = 'calmq: foreign data in ' .. key .. ' (a ' .. found .. ', expected a ' .. want .. ')'})
@@ -35,17 +52,50 @@ local function check_counter(key)
   if value and not tonumber(value) then foreign(key, 'non-integer string', 'integer') end
 end
 
+-- Find where each job starts (8 fields, 13 more when it carries controls). Plain jobs are
+-- read straight from ARGV; only jobs with controls get a table.
+local starts, controls, i = {}, {}, 2
+while i <= #ARGV do
+  starts[#starts + 1] = i
+  if ARGV[i + 7] == '1' then
+    local c = i + 8
+    controls[i] = {uk = ARGV[c], us = ARGV[c + 1], ut = tonumber(ARGV[c + 2]),
+      up = ARGV[c + 3], tk = ARGV[c + 4], tl = tonumber(ARGV[c + 5]),
+      tp = tonumber(ARGV[c + 6]), rk = ARGV[c + 7], rl = ARGV[c + 8], rp = ARGV[c + 9],
+      ck = ARGV[c + 10], cl = ARGV[c + 11], lane = ARGV[c + 12]}
+    i = i + 21
+  else
+    i = i + 8
+  end
+end
+
 -- Validate everything first: Redis does not roll back a script that fails half-way.
 check_type(ready, 'zset')
 check_type(scheduled, 'zset')
 check_type(wake, 'list')
 check_counter(seq_key)
-local n = (#ARGV - 1) / PER_JOB
+check_type(lanes, 'zset')
+check_type(config, 'hash')
+check_type(dead, 'zset')
 local fresh = 0
-for i = 0, n - 1 do
-  if check_type(tag .. ':job:' .. ARGV[2 + i * PER_JOB], 'hash') == 'none' then
-    fresh = fresh + 1
+for _, b in ipairs(starts) do
+  if check_type(tag .. ':job:' .. ARGV[b], 'hash') == 'none' then fresh = fresh + 1 end
+  local j = controls[b]
+  if j and j.uk ~= '' then
+    local uk = tag .. ':uniq:' .. j.uk
+    if check_type(uk, 'string') == 'string' then
+      local holder = string.match(redis.call('GET', uk), '^[a-z]+:(.*)$')
+      if holder then
+        local hk = tag .. ':job:' .. holder
+        if check_type(hk, 'hash') == 'hash' then
+          local lane = redis.call('HGET', hk, 'lane')
+          if lane and lane ~= '' then check_type(tag .. ':lane:' .. lane, 'zset') end
+        end
+      end
+    end
   end
+  if j and j.tk ~= '' then check_type(tag .. ':throttle:' .. j.tk, 'zset') end
+  if j and j.lane ~= '' then check_type(tag .. ':lane:' .. j.lane, 'zset') end
 end
 
 local t = redis.call('TIME')
@@ -54,39 +104,163 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local seq = 0
 if fresh > 0 then seq = redis.call('INCRBY', seq_key, fresh) - fresh end
 
+local max_ready, overflow = nil, nil
+if redis.call('EXISTS', config) == 1 then
+  local c = redis.call('HMGET', config, 'max_ready', 'overflow')
+  max_ready, overflow = tonumber(c[1]), c[2]
+end
+
+local function lane_key(lane) return tag .. ':lane:' .. lane end
+
+-- Put a ready job where claims find it: its lane (joining the round robin) or `ready`.
+local function place(id, lane, score, turn)
+  if lane and lane ~= '' then
+    redis.call('ZADD', lane_key(lane), score, id)
+    redis.call('ZADD', lanes, 'NX', turn, lane)
+  else
+    redis.call('ZADD', ready, score, id)
+  end
+end
+
+local function unplace(id, lane)
+  if lane and lane ~= '' then
+    redis.call('ZREM', lane_key(lane), id)
+    if redis.call('ZCARD', lane_key(lane)) == 0 then redis.call('ZREM', lanes, lane) end
+  else
+    redis.call('ZREM', ready, id)
+  end
+end
+
+local function ready_count()
+  local n = redis.call('ZCARD', ready)
+  for _, lane in ipairs(redis.call('ZRANGE', lanes, 0, -1)) do
+    n = n + redis.call('ZCARD', lane_key(lane))
+  end
+  return n
+end
+
+-- The oldest (lowest seq) of the front of `ready` and the head of each lane.
+local function drop_oldest()
+  local best, best_seq, best_lane = nil, nil, nil
+  local function consider(key, lane)
+    local head = redis.call('ZRANGE', key, 0, 0)
+    if #head == 0 then return end
+    local s = tonumber(redis.call('HGET', tag .. ':job:' .. head[1], 'seq')) or 0
+    if not best_seq or s < best_seq then best, best_seq, best_lane = head[1], s, lane end
+  end
+  consider(ready, '')
+  for _, lane in ipairs(redis.call('ZRANGE', lanes, 0, -1)) do consider(lane_key(lane), lane) end
+  if not best then return false end
+  unplace(best, best_lane)
+  redis.call('HSET', tag .. ':job:' .. best, 'state', 'dead', 'error', 'dropped: queue full',
+    'fin', now, 'token', '')
+  redis.call('ZADD', dead, now, best)
+  return true
+end
+
+local function run_time(b)
+  local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  if delay > 0 then return now + delay end
+  if at and at > now then return at end
+  return now
+end
+
+local PENDING = {ready = true, scheduled = true}
+
+-- A result when the unique key of `j` is held by another job, else nil.
+local function check_unique(j, b)
+  local uk = tag .. ':uniq:' .. j.uk
+  local value = redis.call('GET', uk)
+  if not value then return nil end
+  local scope, holder = string.match(value, '^([a-z]+):(.*)$')
+  if not holder then return nil end
+  local hk = tag .. ':job:' .. holder
+  local h = redis.call('HMGET', hk, 'state', 'lane', 'priority', 'seq')
+  local state = h[1]
+  local holds = scope == 'ttl' or (state and PENDING[state])
+    or (scope == 'active' and state == 'running')
+  if not holds then return nil end
+  if j.up == 'replace' and state and PENDING[state] then
+    local run_at = run_time(b)
+    if state == 'scheduled' then redis.call('ZREM', scheduled, holder) else unplace(holder, h[2]) end
+    local new_state = 'ready'
+    if run_at > now then new_state = 'scheduled' end
+    redis.call('HSET', hk, 'payload', ARGV[b + 2], 'run_at', run_at, 'state', new_state)
+    if new_state == 'scheduled' then
+      redis.call('ZADD', scheduled, run_at, holder)
+    else
+      local s = tonumber(h[4]) or 0
+      place(holder, h[2], -(tonumber(h[3]) or 0) * 1e12 + s, s)
+    end
+    return {0, new_state, 'replaced', holder}
+  end
+  return {0, state or 'succeeded', 'duplicate', holder}
+end
+
+local function throttled(j)
+  local key = tag .. ':throttle:' .. j.tk
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - j.tp)
+  return redis.call('ZCARD', key) >= j.tl
+end
+
 local out = {}
 local woke = false
-for i = 0, n - 1 do
-  local b = 2 + i * PER_JOB
-  local id = ARGV[b]
+for _, b in ipairs(starts) do
+  local id, j = ARGV[b], controls[b]
   local jk = tag .. ':job:' .. id
+  local result = nil
   if redis.call('EXISTS', jk) == 1 then
-    out[#out + 1] = 0
-    out[#out + 1] = redis.call('HGET', jk, 'state') or ''
-  else
-    seq = seq + 1
-    local priority = tonumber(ARGV[b + 3])
-    local delay = tonumber(ARGV[b + 5])
-    local at = tonumber(ARGV[b + 6])
-    local run_at = now
-    if delay > 0 then
-      run_at = now + delay
-    elseif at and at > now then
-      run_at = at
+    result = {0, redis.call('HGET', jk, 'state') or '', 'exists', ''}
+  end
+  if not result and j and j.uk ~= '' then result = check_unique(j, b) end
+  if not result and j and j.tk ~= '' and throttled(j) then
+    result = {0, 'dropped', 'throttled', ''}
+  end
+  local run_at = run_time(b)
+  if not result and max_ready and run_at <= now then
+    local n = ready_count()
+    if n >= max_ready then
+      if overflow == 'drop_oldest' then
+        while n >= max_ready and drop_oldest() do n = n - 1 end
+      else
+        result = {0, 'dropped', 'rejected', ''}
+      end
     end
+  end
+  if not result then
+    seq = seq + 1
     local state = 'ready'
     if run_at > now then state = 'scheduled' end
+    local priority = tonumber(ARGV[b + 3])
     redis.call('HSET', jk, 'id', id, 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
       'state', state, 'priority', priority, 'attempt', 0, 'max_attempts', ARGV[b + 4],
       'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+    if j then
+      redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
+        'cl', j.cl, 'uk', j.uk)
+      if j.uk ~= '' then
+        local uk = tag .. ':uniq:' .. j.uk
+        redis.call('SET', uk, j.us .. ':' .. id)
+        if j.us == 'ttl' then redis.call('PEXPIRE', uk, j.ut) end
+      end
+      if j.tk ~= '' then
+        local key = tag .. ':throttle:' .. j.tk
+        redis.call('ZADD', key, now, id)
+        redis.call('PEXPIRE', key, j.tp)
+      end
+    end
     if state == 'ready' then
-      redis.call('ZADD', ready, -priority * 1e12 + seq, id)
+      place(id, j and j.lane, -priority * 1e12 + seq, seq)
       woke = true
     else
       redis.call('ZADD', scheduled, run_at, id)
     end
     out[#out + 1] = 1
     out[#out + 1] = state
+    out[#out + 1] = 'created'
+    out[#out + 1] = ''
+  else
+    for k = 1, 4 do out[#out + 1] = result[k] end
   end
 end
 

@@ -1,6 +1,8 @@
 -- extend_leases.lua: push lease deadlines to now + lease_ms for the leases still ours.
 --
 -- A lease is ours when the job hash holds the same token and state "running" (fencing).
+-- A job with a concurrency key also pushes its slot's deadline (':conc:<key>' ZSET), since
+-- only live leases hold a slot. A cancelled running job's token no longer matches: lost.
 --
 -- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
 -- KEYS[2] leases (ZSET id -> lease deadline ms)
@@ -21,9 +23,10 @@ local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
   -- pcall: a foreign-typed job key means the lease is not ours, not a script failure.
-  local f = redis.pcall('HMGET', KEYS[1] .. ':job:' .. id, 'token', 'state')
+  local f = redis.pcall('HMGET', KEYS[1] .. ':job:' .. id, 'token', 'state', 'ck')
   if not f.err and f[1] == ARGV[i + 1] and f[2] == 'running' then
     redis.call('ZADD', leases, 'XX', deadline, id)
+    if f[3] and f[3] ~= '' then redis.pcall('ZADD', tag .. ':conc:' .. f[3], 'XX', deadline, id) end
   else
     lost[#lost + 1] = id
   end

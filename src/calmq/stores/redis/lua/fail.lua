@@ -1,6 +1,9 @@
 -- fail.lua: record a failed attempt of a leased job: schedule a retry or dead-letter it.
 --
--- Acts only when the lease (token) is still ours; otherwise nothing changes ("stale").
+-- Acts only when the lease (token) is still ours; otherwise nothing changes ("stale"),
+-- except that a job cancelled while running (token "x:" .. ours) is finished as cancelled.
+-- The job's concurrency slot (':conc:<key>') is released (waking idle workers), and its
+-- unique key (':uniq:<key>', unless scope ttl) when it dies.
 --
 -- KEYS[1] tag "{prefix:queue}"; per-job hashes are KEYS[1] .. ':job:' .. id
 -- KEYS[2] leases (ZSET id -> lease deadline ms)
@@ -12,6 +15,7 @@
 -- ARGV[3] error message (already truncated by the client)
 -- ARGV[4] traceback ('' = none)
 -- ARGV[5] retry_in_ms ('' = no retry: dead-letter the job)
+-- ARGV[6] completed_ttl_ms: how long a cancelled job is kept (0 = delete at once)
 -- Returns: "retry_scheduled", "dead" or "stale"
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
@@ -27,17 +31,42 @@ for _, pair in ipairs({{leases, 'zset'}, {scheduled, 'zset'}, {dead, 'zset'}, {w
   end
 end
 
+local ttl = tonumber(ARGV[6]) or 0
 local jk = tag .. ':job:' .. id
-local f = redis.pcall('HMGET', jk, 'token', 'state')
-if f.err or f[1] ~= token or f[2] ~= 'running' then return 'stale' end
+local f = redis.pcall('HMGET', jk, 'token', 'state', 'ck', 'uk')
+if f.err or f[2] ~= 'running' or (f[1] ~= token and f[1] ~= 'x:' .. token) then
+  return 'stale'
+end
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREM', leases, id)
+if f[3] and f[3] ~= '' then
+  redis.pcall('ZREM', tag .. ':conc:' .. f[3], id)
+  if redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
+end
+
+local function drop_unique()
+  if not f[4] or f[4] == '' then return end
+  local key = tag .. ':uniq:' .. f[4]
+  local value = redis.pcall('GET', key)
+  if type(value) == 'string' and value ~= 'ttl:' .. id and string.sub(value, -#id - 1) == ':' .. id then
+    redis.call('DEL', key)
+  end
+end
+
+if f[1] ~= token then  -- cancelled while running
+  drop_unique()
+  redis.call('HDEL', jk, 'payload', 'tb')
+  redis.call('HSET', jk, 'state', 'cancelled', 'fin', now, 'token', '', 'error', 'cancelled')
+  if ttl > 0 then redis.call('PEXPIRE', jk, ttl) else redis.call('DEL', jk) end
+  return 'stale'
+end
 redis.call('HSET', jk, 'token', '', 'error', err)
 if tb == '' then redis.call('HDEL', jk, 'tb') else redis.call('HSET', jk, 'tb', tb) end
 
 if retry_in == '' then
+  drop_unique()
   redis.call('HSET', jk, 'state', 'dead', 'fin', now)
   redis.call('ZADD', dead, now, id)
   return 'dead'

@@ -1,0 +1,86 @@
+"""Lifecycle events: the one feed that logs, metrics, the dashboard and user hooks consume.
+
+Producers emit ``enqueued`` (and ``throttled`` or ``duplicate``); workers emit the rest. A hook
+is any callable taking an :class:`Event`; a hook that raises is logged and never breaks the
+job or the caller. Events carry no job arguments, so subscribing a logger cannot leak them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+log = logging.getLogger("calmq.events")
+
+
+class EventKind(enum.StrEnum):
+    """What happened."""
+
+    ENQUEUED = "enqueued"
+    DUPLICATE = "duplicate"  # idempotent or unique enqueue returned an existing job
+    THROTTLED = "throttled"  # dropped by a throttle or a full queue
+    CLAIMED = "claimed"
+    STARTED = "started"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # an attempt failed (then RETRIED or DEAD follows)
+    RETRIED = "retried"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    RESCUED = "rescued"  # an expired lease was taken back (by maintenance)
+    LEASE_LOST = "lease_lost"  # this worker lost a lease it held
+    STALE = "stale"  # a finished job's acknowledgement was refused (fencing)
+    RELEASED = "released"  # given back at shutdown
+    ALERT = "alert"  # a configured threshold was crossed
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Event:
+    """One lifecycle event. Times in milliseconds; ``at`` is this machine's clock."""
+
+    kind: EventKind
+    queue: str
+    task: str = ""
+    job_id: str = ""
+    attempt: int = 0
+    max_attempts: int = 0
+    wait_ms: float | None = None  # ready -> claimed, on the store's clock
+    run_ms: float | None = None
+    error: str | None = None
+    count: int = 1  # RESCUED and ALERT events may stand for several jobs
+    detail: str = ""
+    at: float = dataclasses.field(default_factory=time.time)
+
+
+Hook = Callable[[Event], None]
+
+
+class Hooks:
+    """Subscribers of an app's events. Thread-safe; emitting with no subscriber is cheap."""
+
+    def __init__(self) -> None:
+        self._hooks: tuple[Hook, ...] = ()
+        self._lock = threading.Lock()
+
+    def __bool__(self) -> bool:
+        return bool(self._hooks)
+
+    def subscribe(self, hook: Hook) -> Hook:
+        """Call ``hook`` for every event; returns it, so it works as a decorator."""
+        with self._lock:
+            self._hooks = (*self._hooks, hook)
+        return hook
+
+    def unsubscribe(self, hook: Hook) -> None:
+        with self._lock:
+            self._hooks = tuple(h for h in self._hooks if h is not hook)
+
+    def emit(self, event: Event) -> None:
+        for hook in self._hooks:  # a tuple: safe against subscribe() on another thread
+            try:
+                hook(event)
+            except Exception:
+                log.exception("event hook %r failed on %s", hook, event.kind)
