@@ -11,6 +11,7 @@ import concurrent.futures
 import datetime as dt
 import inspect
 import threading
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -23,6 +24,7 @@ from calmq.errors import (
     QueueFull,
     UnknownTask,
 )
+from calmq.events import Event, EventKind, Hook, Hooks
 from calmq.job import (
     CancelOutcome,
     DuplicatePolicy,
@@ -79,6 +81,12 @@ class App:
         self._lock = threading.Lock()
         #: Run jobs at enqueue time instead of storing them (``calmq.testing.eager``).
         self.eager = False
+        #: Lifecycle events of this app's producers and workers; subscribe with ``on_event``.
+        self.events = Hooks()
+
+    def on_event(self, hook: Hook) -> Hook:
+        """Subscribe ``hook`` to every lifecycle event (a decorator works too)."""
+        return self.events.subscribe(hook)
 
     def __repr__(self) -> str:
         return f"<calmq.App {self.store_display_url} tasks={len(self.tasks)}>"
@@ -187,13 +195,29 @@ class App:
         jobs: list[Job] = []
         for start in range(0, len(new_jobs), ENQUEUE_BATCH):
             batch = new_jobs[start : start + ENQUEUE_BATCH]
+            started = time.perf_counter()
             results = self.store.enqueue(batch)
-            jobs.extend(
+            done = [
                 Job.from_result(self, nj.queue, task.name, r)
                 for nj, r in zip(batch, results, strict=True)
-            )
+            ]
+            if self.events:
+                self._emit_enqueued(done, (time.perf_counter() - started) * 1000)
+            jobs.extend(done)
         _raise_refusals(new_jobs, jobs)
         return jobs
+
+    def _emit_enqueued(self, jobs: list[Job], call_ms: float) -> None:
+        """ENQUEUED (with the store call's duration), DUPLICATE or THROTTLED per job."""
+        for job in jobs:
+            if job.created:
+                kind = EventKind.ENQUEUED
+            elif job.outcome in (EnqueueOutcome.THROTTLED, EnqueueOutcome.REJECTED):
+                kind = EventKind.THROTTLED
+            else:
+                kind = EventKind.DUPLICATE
+            self.events.emit(Event(kind, job.queue, job.task, job.id, run_ms=call_ms,
+                                   detail=job.outcome.value))  # fmt: skip
 
     def _run_eagerly(self, task: Task[Any, Any], new_job: NewJob) -> Job:
         # Decode what would have been stored, so eager runs see exactly what a worker would.

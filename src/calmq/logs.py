@@ -61,6 +61,8 @@ def _message(event: Event) -> str:
         text += f" run={event.run_ms:.1f}ms"
     if event.error:
         text += f" error={event.error!r}"
+    if event.detail:
+        text += f": {event.detail}"
     return text
 
 

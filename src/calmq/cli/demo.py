@@ -16,7 +16,7 @@ from typing import Any
 
 import click
 
-from calmq.job import ClaimedJob
+from calmq.events import Event, EventKind
 from calmq.worker.stats import percentile
 
 DEMO_QUEUES = ("sms", "email", "integrations", "documents", "exports")
@@ -128,22 +128,24 @@ def run_demo(jobs: Any, tally: Tally, requests_: int, rate: float, concurrency: 
     progress = Progress("[progress.description]{task.description}", BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console)  # fmt: skip
     bar = progress.add_task("jobs done", total=None)
-    config = WorkerConfig(queues=DEMO_QUEUES, concurrency=concurrency, lease=10,
+    config = WorkerConfig(queues=DEMO_QUEUES, concurrency=concurrency, lease=10, log_jobs=False,
                           max_idle_wait=0.2, grace=5)  # fmt: skip
     worker: Worker
 
-    def on_event(event: str, job: ClaimedJob) -> None:
+    def on_event(event: Event) -> None:
+        if event.kind not in (EventKind.SUCCEEDED, EventKind.DEAD, EventKind.RETRIED):
+            return
         with tally.lock:
-            if event in ("succeeded", "dead"):
+            if event.kind in (EventKind.SUCCEEDED, EventKind.DEAD):
                 tally.finished += 1
-            tally.retried += event == "retried"
-            tally.dead += event == "dead"
+            tally.retried += event.kind is EventKind.RETRIED
+            tally.dead += event.kind is EventKind.DEAD
             total = tally.enqueued
         progress.update(bar, completed=tally.finished, total=total)
         if tally.all_done():
             worker.request_stop()
 
-    worker = Worker(jobs.app, config, listeners=[on_event])
+    worker = Worker(jobs.app, config, hooks=[on_event])
     producer = threading.Thread(target=simulate_web_requests,
                                 args=(jobs, tally, requests_, rate), daemon=True)  # fmt: skip
     with progress:

@@ -124,35 +124,29 @@ def cli() -> None:
     show_default=True,
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
+@click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
+@click.option("--metrics-port", type=int, default=None,
+              help="Serve Prometheus metrics on this port (needs calmq[prometheus]).")
 def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: bool,
-           lease: float, grace: float, pool: str, log_level: str) -> None:  # fmt: skip
+           lease: float, grace: float, pool: str, log_level: str, log_json: bool,
+           metrics_port: int | None) -> None:  # fmt: skip
     """Run workers for APP (``package.module:app``)."""
-    setup_logging(log_level)
+    from calmq.cli import worker_run
+
+    worker_run.setup(log_level, log_json)
     queue_list, weights = parse_queues(queues)
     config = WorkerConfig(queues=queue_list, concurrency=concurrency, lease=lease, burst=burst,
                           grace=grace, weights=weights, pool=pool)  # fmt: skip
     if processes < 1:
         raise click.BadParameter("must be >= 1", param_hint="--processes")
-    if processes > 1:
-        from calmq.worker.supervisor import Supervisor
-
-        child = ["worker", app_path, "--queues", queues, "--concurrency", str(concurrency),
-                 "--lease", str(lease), "--grace", str(grace), "--pool", pool,
-                 "--log-level", log_level]  # fmt: skip
-        if burst:
-            child.append("--burst")
-        sys.exit(Supervisor(child, processes, burst=burst).run())
-    from calmq.worker.worker import run_worker
-
-    app = load_app(app_path)
-    code = run_worker(app, config)
-    # Sync jobs still running on threads (cancelled at the end of the grace period, their
-    # leases already released) cannot be stopped any other way: end the process without
-    # waiting for them, as the shutdown contract promises.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    if processes == 1:
+        worker_run.run_single(app_path, config, metrics_port=metrics_port)
+    child = ["worker", app_path, "--queues", queues, "--concurrency", str(concurrency),
+             "--lease", str(lease), "--grace", str(grace), "--pool", pool,
+             "--log-level", log_level]  # fmt: skip
+    child += ["--burst"] if burst else []
+    child += ["--log-json"] if log_json else []
+    worker_run.run_supervised(child, processes, burst=burst, metrics_port=metrics_port)
 
 
 @cli.command()

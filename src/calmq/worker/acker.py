@@ -29,20 +29,20 @@ class Acker:
     def __init__(
         self, store_complete: Callable[..., Any], inflight: InFlight,
         run_io: Callable[..., Awaitable[Any]],
-        on_acked: Callable[[ClaimedJob, bool], None],
+        on_acked: Callable[[ClaimedJob, bool, float], None],
     ) -> None:  # fmt: skip
         self.store_complete = store_complete
         self.inflight = inflight
         self.run_io = run_io
         self.on_acked = on_acked
-        self.pending: list[ClaimedJob] = []
+        self.pending: list[tuple[ClaimedJob, float]] = []
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
         self.calls = 0
 
-    def add(self, job: ClaimedJob) -> None:
-        self.pending.append(job)
+    def add(self, job: ClaimedJob, run_ms: float) -> None:
+        self.pending.append((job, run_ms))
         self._idle.clear()
         self._wake.set()
 
@@ -65,14 +65,15 @@ class Acker:
             self._wake.set()
         await self._idle.wait()
 
-    async def _complete(self, batch: list[ClaimedJob]) -> None:
-        by_queue: dict[str, list[ClaimedJob]] = {}
-        for job in batch:
-            by_queue.setdefault(job.queue, []).append(job)
+    async def _complete(self, batch: list[tuple[ClaimedJob, float]]) -> None:
+        by_queue: dict[str, list[tuple[ClaimedJob, float]]] = {}
+        for item in batch:
+            by_queue.setdefault(item[0].queue, []).append(item)
         for queue, jobs in by_queue.items():
             for attempt in range(3):
                 try:
-                    acked = await self.run_io(self.store_complete, queue, [j.lease for j in jobs])
+                    leases = [job.lease for job, _ in jobs]
+                    acked = await self.run_io(self.store_complete, queue, leases)
                     break
                 except CalmqError as exc:
                     # The leases still hold; retry a little, then let the lease expire and
@@ -88,6 +89,6 @@ class Acker:
             else:
                 acked = [False] * len(jobs)
             self.calls += 1
-            for job, ok in zip(jobs, acked, strict=True):
+            for (job, run_ms), ok in zip(jobs, acked, strict=True):
                 self.inflight.remove(job.id)
-                self.on_acked(job, ok)
+                self.on_acked(job, ok, run_ms)

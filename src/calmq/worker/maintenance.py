@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from calmq.errors import CalmqError
+from calmq.events import Event, EventKind, Hooks
 from calmq.job import RescueResult
 from calmq.stores.base import Store
 
@@ -24,12 +25,13 @@ class Maintenance:
 
     def __init__(
         self, store: Store, queues: Sequence[str], *, interval: float,
-        run_io: Callable[..., Any],
+        run_io: Callable[..., Any], events: Hooks,
     ) -> None:  # fmt: skip
         self.store = store
         self.queues = list(queues)
         self.interval = interval
         self.run_io = run_io
+        self.events = events
         self.rescued = 0
         self.dead_lettered = 0
 
@@ -49,7 +51,8 @@ class Maintenance:
             if result.requeued or result.dead:
                 self.rescued += len(result.requeued)
                 self.dead_lettered += len(result.dead)
-                log.warning(
-                    "rescued expired leases in %s: %d back to ready, %d dead-lettered",
-                    queue, len(result.requeued), len(result.dead),
-                )  # fmt: skip
+                self.events.emit(Event(
+                    EventKind.RESCUED, queue, count=len(result.requeued) + len(result.dead),
+                    detail=f"expired leases: {len(result.requeued)} back to ready,"
+                           f" {len(result.dead)} dead-lettered",
+                ))  # fmt: skip

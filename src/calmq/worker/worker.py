@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 from calmq.app import App
 from calmq.errors import CalmqError, ConfigurationError
+from calmq.events import Event, EventKind, Hook
 from calmq.job import ClaimedJob, FailOutcome
+from calmq.logs import log_event
 from calmq.retry import Backoff
 from calmq.stores import open_store
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
@@ -40,9 +42,6 @@ from calmq.worker.stats import WorkerStats
 log = logging.getLogger("calmq.worker")
 T = TypeVar("T")
 
-#: Called for each finished job with what happened: "succeeded", "retried", "dead",
-#: "lease_lost", "stale" or "released".
-Listener = Callable[[str, ClaimedJob], None]
 
 DEFAULT_LEASE = 30.0
 #: Longest a worker with free slots waits for more to free before claiming (seconds).
@@ -72,6 +71,8 @@ class WorkerConfig:
     #: Where sync jobs run: "threads" (one thread per slot) or "solo" (one at a time on the
     #: worker's own thread: the least overhead per job, for short jobs; see operations.md).
     pool: str = "threads"
+    #: One log line per job outcome on the ``calmq.jobs`` logger.
+    log_jobs: bool = True
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -95,11 +96,13 @@ class Worker:
 
     def __init__(
         self, app: App, config: WorkerConfig | None = None, *,
-        listeners: Sequence[Listener] = (),
+        hooks: Sequence[Hook] = (),
     ) -> None:  # fmt: skip
         self.app = app
         self.config = config or WorkerConfig()
-        self.listeners = list(listeners)
+        #: The app's event feed; ``hooks`` are subscribed to it while the worker runs.
+        self.events = app.events
+        self.hooks = list(hooks)
         self.stats = WorkerStats()
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.exit_code = 0
@@ -143,10 +146,7 @@ class Worker:
                     await self._back_off(failures, exc)
                     continue
                 if claimed:
-                    self.stats.claimed += len(claimed)
-                    for job in claimed:
-                        self.inflight.add(job)
-                    self.jobs.start(claimed)
+                    self._claimed(claimed)
                 elif self.config.burst and not self.jobs and not self._recording:
                     log.info("burst mode: no job ready or running, exiting")
                     break
@@ -185,7 +185,7 @@ class Worker:
         self.acker = Acker(self.store.complete, self.inflight, self._run_io, self._on_acked)
         self.maintenance = Maintenance(
             self.store, self.config.queues, interval=self.config.maintenance_interval,
-            run_io=self._run_io,
+            run_io=self._run_io, events=self.events,
         )  # fmt: skip
         self.keeper = LeaseKeeper(
             self.store, self.inflight, lease_ms=self.lease_ms,
@@ -196,6 +196,9 @@ class Worker:
             asyncio.create_task(self.maintenance.run_forever(self.stopping), name="calmq-maint"),
         ]
         self.keeper.start()
+        self._subscribed = [*self.hooks, *([log_event] if self.config.log_jobs else [])]
+        for hook in self._subscribed:
+            self.events.subscribe(hook)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -243,6 +246,8 @@ class Worker:
         self._waiter.shutdown(wait=False)
         if self.store is not self.app.store:
             self.store.close()
+        for hook in self._subscribed:
+            self.events.unsubscribe(hook)
         log.info(
             "worker %s stopped: %d succeeded, %d retried, %d dead",
             self.id,
@@ -265,17 +270,30 @@ class Worker:
                 )
                 continue
             self.stats.released += released
+            if released and self.events:
+                self.events.emit(Event(EventKind.RELEASED, queue, count=released,
+                                       detail=f"{released} leases given back"))  # fmt: skip
             for lease in leases:
                 self.inflight.remove(lease.id)
 
     # --- jobs --------------------------------------------------------------------------
+    def _claimed(self, claimed: list[ClaimedJob]) -> None:
+        self.stats.claimed += len(claimed)
+        for job in claimed:
+            self.inflight.add(job)
+        if self.events:
+            for job in claimed:
+                wait = max(0, job.claimed_at_ms - job.ready_at_ms)
+                self._emit(EventKind.CLAIMED, job, wait_ms=float(wait))
+        self.jobs.start(claimed)
+
     def _on_outcome(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
         """Every finished job comes here once: acknowledge it or record the failure."""
         self.stats.sample(max(0, job.claimed_at_ms - job.ready_at_ms), run_ms)
         if outcome.kind is OutcomeKind.SUCCEEDED:
-            self.acker.add(job)
+            self.acker.add(job, run_ms)
         else:
-            recording = asyncio.create_task(self._record_failure(job, outcome))
+            recording = asyncio.create_task(self._record_failure(job, outcome, run_ms))
             self._recording.add(recording)
             recording.add_done_callback(self._recording.discard)
         if self.executor.must_restart and not self.stopping.is_set():
@@ -284,7 +302,7 @@ class Worker:
             self.exit_code = EXIT_RESTART
             self.request_stop()
 
-    async def _record_failure(self, job: ClaimedJob, outcome: Outcome) -> None:
+    async def _record_failure(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
         retry_in = self._retry_delay(job, outcome)
         if outcome.timed_out:
             self.stats.timed_out += 1
@@ -303,28 +321,17 @@ class Worker:
             )
             result = None
         self.inflight.remove(job.id)
-        event = "stale"
+        kind = EventKind.STALE
         if result is FailOutcome.RETRY_SCHEDULED:
-            event = "retried"
+            kind, self.stats.retried = EventKind.RETRIED, self.stats.retried + 1
         elif result is FailOutcome.DEAD:
-            event = "dead"
-        if event == "retried":
-            self.stats.retried += 1
-        elif event == "dead":
-            self.stats.dead += 1
+            kind, self.stats.dead = EventKind.DEAD, self.stats.dead + 1
         else:
             self.stats.stale_acks += 1
-        log.log(
-            logging.WARNING if event != "retried" else logging.INFO,
-            "job %s (%s) attempt %d/%d failed: %s -> %s",
-            job.id,
-            job.task,
-            job.attempt,
-            job.max_attempts,
-            outcome.error,
-            event,
-        )
-        self._emit(event, job)
+        if self.events:
+            detail = f"retry in {retry_in:.2f}s" if kind is EventKind.RETRIED else ""
+            self._emit(EventKind.FAILED, job, run_ms=run_ms, error=outcome.error)
+            self._emit(kind, job, run_ms=run_ms, error=outcome.error, detail=detail)
 
     def _retry_delay(self, job: ClaimedJob, outcome: Outcome) -> float | None:
         """Seconds until the retry, or None for the dead-letter store."""
@@ -343,18 +350,16 @@ class Worker:
                 backoff = dataclasses.replace(backoff, base=override[0], cap=override[1])
         return backoff
 
-    def _on_acked(self, job: ClaimedJob, acked: bool) -> None:
+    def _on_acked(self, job: ClaimedJob, acked: bool, run_ms: float) -> None:
         if acked:
             self.stats.succeeded += 1
-            self._emit("succeeded", job)
+            if self.events:
+                self._emit(EventKind.SUCCEEDED, job, run_ms=run_ms)
         else:
             self.stats.stale_acks += 1
-            log.warning(
-                "job %s finished but its lease was no longer ours (it expired and the"
-                " job was handed to another worker)",
-                job.id,
-            )
-            self._emit("stale", job)
+            self._emit(EventKind.STALE, job, run_ms=run_ms,
+                       detail="finished, but its lease was no longer ours: it expired and the"
+                       " job was handed to another worker")  # fmt: skip
 
     def _leases_lost(self, ids: list[str]) -> None:
         for job_id in ids:
@@ -362,16 +367,17 @@ class Worker:
             if self.jobs.forget(job_id):
                 self.stats.lease_lost += 1
                 log.warning("lease of job %s was lost; cancelling it here", job_id)
+                self._emit_for(job_id, EventKind.LEASE_LOST)
 
     def _call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, ids: list[str]) -> None:
         loop.call_soon_threadsafe(self._leases_lost, ids)
 
-    def _emit(self, event: str, job: ClaimedJob) -> None:
-        for listener in self.listeners:
-            try:
-                listener(event, job)
-            except Exception:
-                log.exception("listener %r failed on %s", listener, event)
+    def _emit(self, kind: EventKind, job: ClaimedJob, **fields: Any) -> None:
+        self.events.emit(Event(kind, job.queue, job.task, job.id, job.attempt, job.max_attempts,
+                               **fields))  # fmt: skip
+
+    def _emit_for(self, job_id: str, kind: EventKind) -> None:
+        self.events.emit(Event(kind, "", job_id=job_id))
 
     # --- slots and I/O -----------------------------------------------------------------
     async def _free_slots_worth_a_claim(self) -> int:
@@ -418,6 +424,6 @@ class Worker:
         return await loop.run_in_executor(self._waiter, functools.partial(fn, *args))
 
 
-def run_worker(app: App, config: WorkerConfig, listeners: Sequence[Listener] = ()) -> int:
+def run_worker(app: App, config: WorkerConfig, hooks: Sequence[Hook] = ()) -> int:
     """Run one worker process to completion; returns its exit code."""
-    return Worker(app, config, listeners=listeners).run_sync()
+    return Worker(app, config, hooks=hooks).run_sync()

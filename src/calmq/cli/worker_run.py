@@ -1,0 +1,70 @@
+"""What ``calmq worker`` does once its options are parsed: one process, or a supervisor.
+
+Kept apart from the option parsing so the process-level concerns (logging set-up, the
+metrics endpoint, the multiprocess metrics folder, how the process ends) read in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Sequence
+
+from calmq.logs import configure_logging
+from calmq.worker.worker import WorkerConfig, run_worker
+
+
+def run_single(app_path: str, config: WorkerConfig, *, metrics_port: int | None) -> None:
+    """Run one worker process in this process; never returns."""
+    from calmq.cli.main import load_app
+
+    app = load_app(app_path)
+    stop_metrics = None
+    if metrics_port is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from calmq.metrics import Metrics, serve
+
+        metrics = Metrics()
+        app.on_event(metrics.on_event)
+        if metrics_port is not None:  # a supervised child writes files; its parent serves
+            stop_metrics = serve(metrics_port, metrics.registry)
+    code = run_worker(app, config)
+    if stop_metrics is not None:
+        stop_metrics()
+    # Sync jobs still running on threads (cancelled at the end of the grace period, their
+    # leases already released) cannot be stopped any other way: end the process without
+    # waiting for them, as the shutdown contract promises.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def run_supervised(child_args: Sequence[str], processes: int, *, burst: bool,
+                   metrics_port: int | None) -> None:  # fmt: skip
+    """Run ``processes`` children under a supervisor; never returns."""
+    from calmq.worker.supervisor import Supervisor
+
+    folder = None
+    stop_metrics = None
+    if metrics_port is not None:
+        # prometheus-client's multiprocess mode: children write, this process sums and serves.
+        folder = tempfile.mkdtemp(prefix="calmq-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+        from calmq.metrics import serve
+
+        stop_metrics = serve(metrics_port, None)
+    try:
+        code = Supervisor(child_args, processes, burst=burst).run()
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+    sys.exit(code)
+
+
+def setup(log_level: str, log_json: bool) -> None:
+    configure_logging(log_level, json_lines=log_json)
