@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from calmq import App, Backoff, Retry, Settings
+from calmq.context import current_job
 
 fast = Backoff(base=0.05, cap=0.2, jitter=0.0)
 
@@ -97,6 +98,28 @@ def make_app(settings: Settings | None = None) -> App:
         """Kills its own worker process every time: a poison pill."""
         record(path, f"crash {os.getpid()}")
         os._exit(17)
+
+    @app.task(name="cooperative", retries=0)
+    def cooperative(path: str) -> None:
+        """A long sync job that stops when asked (current_job().cancelled)."""
+        job = current_job()
+        record(path, f"start {job.id} attempt {job.attempt}")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if job.cancelled:
+                record(path, "stopped")
+                return
+            time.sleep(0.01)
+        record(path, "ran to the end")
+
+    @app.task(name="long_async", retries=0)
+    async def long_async(path: str) -> None:
+        record(path, "start")
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            record(path, "cancelled")
+            raise
 
     return app
 

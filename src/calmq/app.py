@@ -17,6 +17,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import msgspec
 
+from calmq.alerts import EnqueueWatch
 from calmq.errors import (
     ConfigurationError,
     DuplicateJob,
@@ -83,6 +84,7 @@ class App:
         self.eager = False
         #: Lifecycle events of this app's producers and workers; subscribe with ``on_event``.
         self.events = Hooks()
+        self._enqueue_watch = EnqueueWatch(self.settings, self.events)
 
     def on_event(self, hook: Hook) -> Hook:
         """Subscribe ``hook`` to every lifecycle event (a decorator works too)."""
@@ -201,8 +203,10 @@ class App:
                 Job.from_result(self, nj.queue, task.name, r)
                 for nj, r in zip(batch, results, strict=True)
             ]
+            call_ms = (time.perf_counter() - started) * 1000
+            self._enqueue_watch.record(batch[0].queue, call_ms)
             if self.events:
-                self._emit_enqueued(done, (time.perf_counter() - started) * 1000)
+                self._emit_enqueued(done, call_ms)
             jobs.extend(done)
         _raise_refusals(new_jobs, jobs)
         return jobs

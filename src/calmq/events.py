@@ -35,6 +35,7 @@ class EventKind(enum.StrEnum):
     STALE = "stale"  # a finished job's acknowledgement was refused (fencing)
     RELEASED = "released"  # given back at shutdown
     ALERT = "alert"  # a configured threshold was crossed
+    QUEUE_SAMPLE = "queue_sample"  # depths and oldest-ready age of a queue, in ``values``
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -52,6 +53,7 @@ class Event:
     error: str | None = None
     count: int = 1  # RESCUED and ALERT events may stand for several jobs
     detail: str = ""
+    values: dict[str, float] | None = None
     at: float = dataclasses.field(default_factory=time.time)
 
 

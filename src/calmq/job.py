@@ -249,6 +249,29 @@ class QueueCounts(msgspec.Struct, frozen=True):
         return self.ready + self.scheduled + self.running + self.dead
 
 
+class WorkerInfo(msgspec.Struct, frozen=True):
+    """A worker process as it reports itself in heartbeats (the worker registry).
+
+    ``stats`` holds cumulative counters (``claimed``, ``succeeded``, ``retried``, ``dead``,
+    ``lease_lost``) and recent percentiles (``wait_p50_ms``, ``wait_p99_ms``, ``run_p50_ms``,
+    ``run_p99_ms``) so ``calmq top`` and the dashboard can show rates without a metrics
+    server. ``seen_at_ms`` is filled in by the store when the record is read.
+    """
+
+    id: str
+    host: str
+    pid: int
+    queues: list[str]
+    concurrency: int
+    pool: str = "threads"
+    running: list[str] = []  # ids of the jobs it holds leases on
+    started_at_ms: int = 0
+    ttl_ms: int = 15_000
+    versions: dict[str, str] = {}
+    stats: dict[str, float] = {}
+    seen_at_ms: int = 0
+
+
 def new_job_id() -> str:
     """A 26-character, time-ordered, random job id (48-bit ms time + 80 random bits).
 

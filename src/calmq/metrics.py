@@ -62,7 +62,8 @@ class Metrics:
                                  ["queue"], buckets=ENQUEUE_BUCKETS, registry=r)  # fmt: skip
         self.rescues = Counter("calmq_lease_rescues", "Expired leases taken back.",
                                ["queue"], registry=r)  # fmt: skip
-        self.alerts = Counter("calmq_alerts", "Alert thresholds crossed.", ["alert"], registry=r)
+        self.alerts = Counter("calmq_alerts", "Alert thresholds crossed.",
+                              ["alert", "queue"], registry=r)  # fmt: skip
         self.depth = Gauge("calmq_queue_jobs", "Jobs per queue and state (sampled).",
                            ["queue", "state"], registry=r,
                            multiprocess_mode="mostrecent")  # fmt: skip
@@ -87,7 +88,11 @@ class Metrics:
         elif kind is EventKind.RESCUED:
             self.rescues.labels(event.queue).inc(event.count)
         elif kind is EventKind.ALERT:
-            self.alerts.labels(event.detail.split(":", 1)[0]).inc()
+            self.alerts.labels(event.detail.split(":", 1)[0], event.queue).inc()
+        elif kind is EventKind.QUEUE_SAMPLE and event.values:
+            for state in ("ready", "scheduled", "running", "dead"):
+                self.depth.labels(event.queue, state).set(event.values.get(state, 0))
+            self.oldest.labels(event.queue).set(event.values.get("oldest_ready_seconds", 0))
 
     def observe_counts(self, counts: Iterable[QueueCounts]) -> None:
         for c in counts:

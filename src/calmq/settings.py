@@ -51,6 +51,17 @@ class Settings:
 
     # Redis auth and TLS, for when they should not sit in the URL (the URL wins when both
     # say something). Passwords are never shown in repr, logs or error messages.
+    # Alerts: thresholds that raise ALERT events (logged, counted in calmq_alerts_total and
+    # flagged in calmq_alert_active). None switches an alert off.
+    #: The oldest ready job of a queue has waited longer than this (seconds).
+    alert_oldest_ready: float | None = None
+    #: More than this many jobs died in a queue within one ``alert_window``.
+    alert_dead_growth: int | None = None
+    #: The 99th percentile of this process's enqueue calls over one window exceeds this (ms).
+    alert_enqueue_p99_ms: float | None = None
+    #: Seconds per alert evaluation window.
+    alert_window: float = 60.0
+
     #: Redis ACL user (``CALMQ_REDIS_USERNAME``).
     redis_username: str | None = None
     #: Redis password (``CALMQ_REDIS_PASSWORD``).
@@ -80,6 +91,8 @@ class Settings:
             raise ConfigurationError(
                 f"serializer must be 'json' or 'pickle', got {self.serializer!r}"
             )
+        if self.alert_window <= 0:
+            raise ConfigurationError(f"alert_window must be > 0 seconds, got {self.alert_window!r}")
         if self.completed_ttl < 0 or self.dead_ttl <= 0:
             raise ConfigurationError("completed_ttl must be >= 0 and dead_ttl > 0")
         if not self.key_prefix or any(c in self.key_prefix for c in "{} \n"):
@@ -119,7 +132,9 @@ class Settings:
 
 
 def _parse(name: str, annotation: object, raw: str) -> Any:
-    kind = str(annotation)
+    kind = str(annotation).replace(" | None", "")
+    if raw == "" and " | None" in str(annotation):
+        return None
     try:
         if kind == "int":
             return int(raw)

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from importlib import resources
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 import redis
 from redis.backoff import NoBackoff
@@ -23,13 +24,26 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from calmq.errors import ConfigurationError, QueueUnavailable, StoreError
-from calmq.job import FailOutcome, JobState, Lease, NewJob
+from calmq.job import FailOutcome, JobState, Lease, NewJob, WorkerInfo
 from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, Store
 from calmq.stores.redis import store as store_module
-from calmq.stores.redis.keys import derived_key, queue_keys, queues_key, validate_queue_name
-from calmq.stores.redis.scripts import SCRIPT_NAMES, declared_key_count, script_source
+from calmq.stores.redis.keys import (
+    derived_key,
+    queue_keys,
+    queues_key,
+    validate_queue_name,
+    worker_keys,
+)
+from calmq.stores.redis.registry import PRUNE_LIMIT
+from calmq.stores.redis.scripts import (
+    QUEUE_SCRIPTS,
+    REGISTRY_SCRIPTS,
+    SCRIPT_NAMES,
+    declared_key_count,
+    script_source,
+)
 from calmq.stores.redis.store import RedisStore
 from tests.redis_server import RedisServer, free_port
 
@@ -96,11 +110,20 @@ def fast_settings(server: RedisServer, **changes: Any) -> Settings:
 def test_all_keys_of_a_queue_hash_to_one_slot() -> None:
     keys = queue_keys("calmq", "emails")
     names = [*keys.all_keys, keys.tag, keys.job("01j0000000000000000000000a")]
-    names += [key for script in SCRIPT_NAMES for key in keys.for_script(script)]
+    names += [key for script in QUEUE_SCRIPTS for key in keys.for_script(script)]
     assert {key_slot(name.encode()) for name in names} == {key_slot(b"calmq:emails")}
     assert keys.ready == "{calmq:emails}:ready"
     assert keys.job("x") == "{calmq:emails}:job:x"
     assert queues_key("calmq") == "calmq:queues"
+
+
+def test_worker_registry_keys_share_their_own_slot() -> None:
+    keys = worker_keys("calmq")
+    names = [keys.info, keys.seen, *(k for s in REGISTRY_SCRIPTS for k in keys.for_script(s))]
+    assert {key_slot(name.encode()) for name in names} == {key_slot(b"calmq:workers")}
+    assert (keys.info, keys.seen) == ("{calmq:workers}:info", "{calmq:workers}:seen")
+    # A queue named "workers" shares the slot, but none of its keys is info or seen.
+    assert not {keys.info, keys.seen} & set(queue_keys("calmq", "workers").all_keys)
 
 
 def test_derived_keys_of_controls_share_the_queue_slot(
@@ -160,7 +183,8 @@ def test_every_lua_file_is_known_and_documented() -> None:
 def test_lua_header_key_count_matches_what_the_store_passes(name: str, redis_store: Store) -> None:
     source = script_source(name)
     declared = declared_key_count(source)
-    assert declared == len(queue_keys("p", "q").for_script(name))
+    keys = worker_keys("p") if name in REGISTRY_SCRIPTS else queue_keys("p", "q")
+    assert declared == len(keys.for_script(name))
     assert declared == as_redis(redis_store)._scripts.key_count(name)
     # The body uses no KEYS[i] beyond the declared ones.
     body = "\n".join(line for line in source.splitlines() if not line.startswith("--"))
@@ -663,3 +687,72 @@ def test_list_jobs_orders(redis_store: Store) -> None:
     redis_store.claim(Q, limit=1, lease_ms=5_000)
     assert [j.id for j in redis_store.list_jobs(Q, JobState.RUNNING)] == ["r1", "r2"]
     assert redis_store.list_jobs(Q, JobState.SUCCEEDED) == []
+
+
+# --- worker registry --------------------------------------------------------------------
+def worker(worker_id: str, **changes: Any) -> WorkerInfo:
+    return WorkerInfo(id=worker_id, host="h", pid=1, queues=[Q], concurrency=1, **changes)
+
+
+def server_ms(client: redis.Redis) -> int:
+    seconds, micros = client.time()
+    return int(seconds) * 1000 + int(micros) // 1000
+
+
+def test_heartbeat_keys_hold_the_record_and_the_server_clock_expiry(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = worker_keys(key_prefix)
+    before = server_ms(raw)
+    redis_store.heartbeat(worker("w1", ttl_ms=30_000, running=["j1"]))
+    after = server_ms(raw)
+    expiry = int(raw.zscore(keys.seen, "w1") or 0)
+    assert before + 30_000 <= expiry <= after + 30_000
+    assert msgspec.json.decode(raw.hget(keys.info, "w1") or b"", type=WorkerInfo).running == ["j1"]
+    [listed] = redis_store.workers()
+    assert listed.seen_at_ms == expiry - 30_000
+    redis_store.forget_worker("w1")
+    assert not raw.exists(keys.seen, keys.info)
+
+
+def test_expired_workers_are_dropped_a_batch_per_call(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = worker_keys(key_prefix)
+    stale = {f"gone-{i}": 1 for i in range(2 * PRUNE_LIMIT + 50)}  # expired in 1970
+    raw.zadd(keys.seen, stale)
+    raw.hset(keys.info, mapping=dict.fromkeys(stale, b"{}"))
+    assert redis_store.workers() == []
+    assert raw.zcard(keys.seen) == raw.hlen(keys.info) == PRUNE_LIMIT + 50
+    redis_store.heartbeat(worker("w1"))  # heartbeats prune too
+    assert raw.zcard(keys.seen) == raw.hlen(keys.info) == 50 + 1
+    assert [w.id for w in redis_store.workers()] == ["w1"]
+    assert raw.zcard(keys.seen) == raw.hlen(keys.info) == 1
+
+
+def test_foreign_registry_data_is_refused_before_any_write(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = worker_keys(key_prefix)
+    raw.hset(keys.info, "old", b"{}")
+    raw.set(keys.seen, "foreign")
+    before = snapshot(raw, key_prefix)
+    for call in (
+        lambda: redis_store.heartbeat(worker("w1")),
+        redis_store.workers,
+        lambda: redis_store.forget_worker("old"),
+    ):
+        with pytest.raises(StoreError, match="foreign data"):
+            call()
+    assert snapshot(raw, key_prefix) == before
+
+
+def test_undecodable_worker_records_are_left_out(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = worker_keys(key_prefix)
+    redis_store.heartbeat(worker("w1"))
+    far = server_ms(raw) + 60_000
+    raw.zadd(keys.seen, {"junk": far, "renamed": far, "missing": far})
+    raw.hset(keys.info, mapping={"junk": b"not json", "renamed": msgspec.json.encode(worker("x"))})
+    assert [w.id for w in redis_store.workers()] == ["w1"]

@@ -19,14 +19,16 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+import msgspec
 import pytest
 
 from calmq.errors import ConfigurationError, QueueUnavailable
-from calmq.job import FailOutcome, JobState, Lease, NewJob
+from calmq.job import FailOutcome, JobState, Lease, NewJob, WorkerInfo
 from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
 from calmq.stores.sqlite.migrate import default_directory, discover, migrate
+from calmq.stores.sqlite.registry import PRUNE_LIMIT
 from calmq.stores.sqlite.store import SqliteStore
 
 T = TypeVar("T")
@@ -92,13 +94,13 @@ def test_memory_store_and_open_store() -> None:
 def test_migrations_recorded_and_reopen_is_noop(store: SqliteStore, db_path: str) -> None:
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT version, applied_at FROM calmq_migrations").fetchall()
-        assert [r[0] for r in rows] == [1, 2]
+        assert [r[0] for r in rows] == [1, 2, 3]
         assert rows[0][1] > 1_600_000_000_000
         conn.isolation_level = None
         assert migrate(conn) == []
     SqliteStore(db_path).close()
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 3
 
 
 def test_older_schema_is_upgraded(tmp_path: Path) -> None:
@@ -593,3 +595,80 @@ def test_threads_share_one_store(store: SqliteStore) -> None:
         t.join()
     assert not errors
     assert store.counts(["q"])[0].ready == 400
+
+
+# ---------------------------------------------------------------- worker registry
+
+
+def worker(worker_id: str, **kw: Any) -> WorkerInfo:
+    return WorkerInfo(id=worker_id, host="h", pid=1, queues=["q"], concurrency=1, **kw)
+
+
+def test_version_2_file_upgrades_to_the_worker_registry(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for name in ("0001_initial.sql", "0002_limits.sql"):
+        shutil.copy(Path(str(default_directory())) / name, migrations)
+    db = str(tmp_path / "v2.sqlite3")
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert migrate(conn, migrations) == [1, 2]
+    store = SqliteStore(db)  # applies 0003
+    try:
+        store.heartbeat(worker("w1"))
+        assert [w.id for w in store.workers()] == ["w1"]
+    finally:
+        store.close()
+
+
+def test_heartbeat_row_uses_the_store_clock(store: SqliteStore, db_path: str) -> None:
+    before = store.now_ms()
+    store.heartbeat(worker("w1", ttl_ms=30_000, seen_at_ms=5))
+    after = store.now_ms()
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        seen_at, expires_at = conn.execute("SELECT seen_at, expires_at FROM workers").fetchone()
+    assert before <= seen_at <= after
+    assert expires_at == seen_at + 30_000
+    assert store.workers()[0].seen_at_ms == seen_at
+
+
+def test_expired_worker_rows_are_dropped_a_batch_per_call(store: SqliteStore, db_path: str) -> None:
+    def rows() -> int:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            return int(conn.execute("SELECT count(*) FROM workers").fetchone()[0])
+
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        conn.executemany(
+            "INSERT INTO workers VALUES (?, x'7b7d', 0, 1)",  # expired in 1970
+            [(f"gone-{i}",) for i in range(2 * PRUNE_LIMIT + 50)],
+        )
+    assert store.workers() == []
+    assert rows() == PRUNE_LIMIT + 50
+    store.heartbeat(worker("w1"))  # heartbeats prune too
+    assert rows() == 50 + 1
+    assert [w.id for w in store.workers()] == ["w1"]
+    assert rows() == 1
+
+
+def test_listing_workers_needs_no_write_lock_when_nothing_expired(
+    store: SqliteStore, db_path: str
+) -> None:
+    store.heartbeat(worker("w1"))
+    holder = sqlite3.connect(db_path, isolation_level=None)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        assert [w.id for w in store.workers()] == ["w1"]
+        holder.execute("ROLLBACK")
+    finally:
+        holder.close()
+
+
+def test_undecodable_worker_rows_are_left_out(store: SqliteStore, db_path: str) -> None:
+    store.heartbeat(worker("w1"))
+    far = store.now_ms() + 60_000
+    renamed = msgspec.json.encode(worker("x"))
+    with contextlib.closing(sqlite3.connect(db_path)) as conn, conn:
+        insert = "INSERT INTO workers VALUES (?, ?, 0, ?)"
+        conn.execute(insert, ("junk", b"not json", far))
+        conn.execute(insert, ("renamed", renamed, far))
+        conn.execute(insert, ("text", 42, far))
+    assert [w.id for w in store.workers()] == ["w1"]

@@ -177,3 +177,86 @@ def test_strict_queue_order_serves_the_first_queue_first(app: App, tmp_path: Pat
     run_burst(app, concurrency=1, queues=("urgent", "bulk"))
     assert lines(out)[0] == "urgent"
     assert len(lines(out)) == 4
+
+
+def _run_while(app: App, action: object, until: object, **config: object) -> Worker:
+    """Run a worker, call ``action()`` once, and stop when ``until()`` holds."""
+    worker = Worker(app, WorkerConfig(lease=1.5, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        try:
+            async with asyncio.timeout(60):
+                await asyncio.to_thread(action)  # type: ignore[arg-type]
+                while not until():  # type: ignore[operator]
+                    await asyncio.sleep(0.02)
+        finally:
+            worker.request_stop()
+            await runner
+
+    asyncio.run(main())
+    return worker
+
+
+def _wait_for_line(path: Path, prefix: str) -> None:
+    import time
+
+    deadline = time.monotonic() + 30
+    while not any(line.startswith(prefix) for line in lines(path)):
+        assert time.monotonic() < deadline, f"no {prefix!r} in {path}"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("task", ["cooperative", "long_async"])
+def test_cancelling_a_running_job_stops_it_and_ends_cancelled(
+    app: App, tmp_path: Path, task: str
+) -> None:
+    from calmq.events import Event, EventKind
+
+    out = tmp_path / "out.txt"
+    seen: list[Event] = []
+    app.on_event(seen.append)
+    job = app.enqueue(task, str(out))
+
+    def cancel_once_started() -> None:
+        _wait_for_line(out, "start")
+        job.cancel()
+
+    stopped = "stopped" if task == "cooperative" else "cancelled"
+    worker = _run_while(app, cancel_once_started, lambda: stopped in lines(out))
+    info = job.info()
+    assert info is not None and info.state == JobState.CANCELLED
+    assert "ran to the end" not in lines(out)
+    assert any(e.kind is EventKind.CANCELLED and e.job_id == job.id for e in seen)
+    assert worker.stats.succeeded == 0
+
+
+def test_current_job_tells_the_job_about_itself(app: App, tmp_path: Path) -> None:
+    out = tmp_path / "out.txt"
+    job = app.enqueue("cooperative", str(out))
+
+    def cancel_soon() -> None:
+        _wait_for_line(out, "start")
+        job.cancel()
+
+    _run_while(app, cancel_soon, lambda: "stopped" in lines(out))
+    assert lines(out)[0] == f"start {job.id} attempt 1"
+
+
+def test_workers_register_and_leave_the_registry(app: App, tmp_path: Path) -> None:
+    seen: list[list[str]] = []
+
+    def look() -> None:
+        import time
+
+        deadline = time.monotonic() + 30
+        while not app.store.workers():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        seen.append([w.id for w in app.store.workers()])
+
+    worker = _run_while(app, look, lambda: bool(seen), heartbeat_interval=0.2)
+    assert seen == [[worker.id]]
+    info_before_stop = seen[0]
+    assert info_before_stop
+    assert app.store.workers() == []  # a clean stop removes the entry at once

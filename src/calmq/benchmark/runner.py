@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from calmq.app import App
+from calmq.quantile import percentile
 from calmq.settings import Settings
-from calmq.worker.stats import percentile
 
 QUEUE = "default"
 JOBS_APP = "calmq.benchmark.jobs:app"

@@ -17,7 +17,7 @@ from typing import Any
 import click
 
 from calmq.events import Event, EventKind
-from calmq.worker.stats import percentile
+from calmq.quantile import percentile
 
 DEMO_QUEUES = ("sms", "email", "integrations", "documents", "exports")
 

@@ -242,9 +242,11 @@ def info(url: str | None, app_path: str | None, as_json: bool) -> None:
     store = store_from(url, app_path)
     counts = store.counts()
     configs = {c.queue: store.queue_config(c.queue) for c in counts}
+    workers = store.workers()
     if as_json:
         queues = [msgspec.to_builtins(c) | _config_fields(configs[c.queue]) for c in counts]
-        click.echo(json.dumps({"store": store.display_url, "queues": queues}))
+        click.echo(json.dumps({"store": store.display_url, "queues": queues,
+                               "workers": [msgspec.to_builtins(w) for w in workers]}))  # fmt: skip
         return
     from rich.console import Console
     from rich.table import Table
@@ -259,7 +261,16 @@ def info(url: str | None, app_path: str | None, as_json: bool) -> None:
                       "yes" if config.paused else "no", bound)  # fmt: skip
     if not counts:
         table.add_row("(no queues yet)", "", "", "", "", "", "")
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    workers_table = Table(title=f"{len(workers)} live workers")
+    for column in ("worker", "queues", "running", "succeeded", "version"):
+        workers_table.add_column(column)
+    for w in workers:
+        workers_table.add_row(w.id, ",".join(w.queues), f"{len(w.running)}/{w.concurrency}",
+                              f"{w.stats.get('succeeded', 0):,.0f}",
+                              w.versions.get("calmq", "?"))  # fmt: skip
+    console.print(workers_table)
 
 
 def _config_fields(config: Any) -> dict[str, Any]:
@@ -399,10 +410,14 @@ def dead_purge(job_ids: tuple[str, ...], queue: str | None, yes: bool, url: str 
 def main() -> None:
     """Entry point of the ``calmq`` console script."""
     from calmq.cli.bench import bench
+    from calmq.cli.dashboard import dashboard
     from calmq.cli.demo import demo
     from calmq.cli.doctor import doctor
+    from calmq.cli.top import top
 
     cli.add_command(bench)
+    cli.add_command(dashboard)
     cli.add_command(demo)
     cli.add_command(doctor)
+    cli.add_command(top)
     cli(prog_name="calmq")

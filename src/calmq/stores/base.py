@@ -40,6 +40,7 @@ from calmq.job import (
     QueueCounts,
     QueueOverflow,
     RescueResult,
+    WorkerInfo,
 )
 
 #: ``wait_for_work`` returns as soon as an enqueue happens, even in another process.
@@ -180,6 +181,22 @@ class Store(Protocol):
 
     def purge_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Delete dead jobs for good; ``None`` means all. Returns how many were deleted."""
+        ...
+
+    # --- worker registry -------------------------------------------------------------
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record that ``worker`` is alive, with its current state, until
+        ``worker.ttl_ms`` from now (store clock). Replaces its previous record."""
+        ...
+
+    def workers(self) -> list[WorkerInfo]:
+        """Workers whose last heartbeat has not expired, sorted by id, each with
+        ``seen_at_ms`` set to the store-clock time of that heartbeat. Expired records are
+        dropped (bounded work per call)."""
+        ...
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's record at once (a clean shutdown). Idempotent."""
         ...
 
     def now_ms(self) -> int:

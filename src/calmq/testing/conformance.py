@@ -85,6 +85,7 @@ __all__ = [
     "TestThrottle",
     "TestUnique",
     "TestWait",
+    "TestWorkerRegistry",
 ]
 
 T = TypeVar("T")
@@ -1246,8 +1247,9 @@ class TestClose:
         assert isinstance(store.display_url, str)
 
 
-# The tests of the needless-work and overload controls live in their own module (this one is
-# long enough); imported last, as they use the helpers above, and listed in __all__.
+# The tests of the needless-work and overload controls, and of the worker registry, live in
+# their own modules (this one is long enough); imported last, as they use the helpers above,
+# and listed in __all__.
 from calmq.testing.conformance_limits import (  # noqa: E402
     TestBoundedQueue,
     TestCancel,
@@ -1258,3 +1260,4 @@ from calmq.testing.conformance_limits import (  # noqa: E402
     TestThrottle,
     TestUnique,
 )
+from calmq.testing.conformance_workers import TestWorkerRegistry  # noqa: E402

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 
 from calmq.errors import CalmqError
-from calmq.job import ClaimedJob, Lease
+from calmq.job import ClaimedJob, JobState, Lease
 from calmq.stores.base import Store
 
 log = logging.getLogger("calmq.worker")
@@ -37,6 +37,10 @@ class InFlight:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    def ids(self) -> list[str]:
+        with self._lock:
+            return list(self._jobs)
+
     def __contains__(self, job_id: object) -> bool:
         return job_id in self._jobs
 
@@ -56,7 +60,7 @@ class LeaseKeeper(threading.Thread):
 
     def __init__(
         self, store: Store, inflight: InFlight, *, lease_ms: int,
-        on_lost: Callable[[list[str]], None],
+        on_lost: Callable[[list[str], set[str]], None],
     ) -> None:  # fmt: skip
         super().__init__(name="calmq-lease-keeper", daemon=True)
         self.store = store
@@ -84,4 +88,20 @@ class LeaseKeeper(threading.Thread):
             # A job that finished between the snapshot and the call is "lost" too: ignore it.
             lost = [job_id for job_id in lost if job_id in self.inflight]
             if lost:
-                self.on_lost(lost)
+                tokens = {lease.id: lease for lease in leases}
+                cancelled = {i for i in lost if self._finish_if_cancelled(queue, tokens[i])}
+                self.on_lost(lost, cancelled)
+
+    def _finish_if_cancelled(self, queue: str, lease: Lease) -> bool:
+        """Lost because somebody cancelled it (``calmq cancel``), not because it expired?
+
+        Releasing the lost lease is a no-op when another worker owns the job now, and
+        finishes it as cancelled at once when it was cancelled (instead of when the lease
+        would have run out); the job's state then tells which it was.
+        """
+        try:
+            self.store.release(queue, [lease])
+            info = self.store.get_job(queue, lease.id)
+        except CalmqError:
+            return False
+        return info is not None and info.state == JobState.CANCELLED

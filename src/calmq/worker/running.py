@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from calmq.context import JobContext, reset_current, set_current
 from calmq.job import ClaimedJob
 from calmq.serializers import Envelope
 from calmq.task import Task
@@ -30,6 +31,7 @@ OnOutcome = Callable[[ClaimedJob, Outcome, float], None]
 class Running:
     job: ClaimedJob
     started: float
+    context: JobContext
     task: asyncio.Task[None] | None = None  # async jobs
     timer: asyncio.TimerHandle | None = None  # sync jobs with a timeout
 
@@ -90,20 +92,22 @@ class RunningJobs:
     def start(self, jobs: Sequence[ClaimedJob]) -> None:
         for job in jobs:
             resolved = self.executor.resolve(job)
-            entry = Running(job, time.perf_counter())
+            context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts)
+            entry = Running(job, time.perf_counter(), context)
             self._running[job.id] = entry
             if isinstance(resolved, Outcome):
                 self._finish(job.id, resolved)
                 continue
             task, envelope = resolved
             if task.is_async:
-                entry.task = asyncio.create_task(self._run_async(job, task, envelope))
+                entry.task = asyncio.create_task(self._run_async(entry, task, envelope))
             else:
                 self._run_sync(entry, task, envelope)
 
-    async def _run_async(self, job: ClaimedJob, task: Task[Any, Any], env: Envelope) -> None:
+    async def _run_async(self, entry: Running, task: Task[Any, Any], env: Envelope) -> None:
+        set_current(entry.context)  # this task's own context: no reset needed
         outcome = await self.executor.run_async(task, env)
-        self._finish(job.id, outcome)
+        self._finish(entry.job.id, outcome)
 
     def _run_sync(self, entry: Running, task: Task[Any, Any], envelope: Envelope) -> None:
         if self.lane is None:
@@ -114,11 +118,16 @@ class RunningJobs:
         timeout = self.executor.timeout_of(task, envelope)
         if timeout is not None:
             entry.timer = self._loop.call_later(timeout, self._sync_timed_out, entry, timeout)
-        self.lane.submit(entry, self.executor.sync_work(task, envelope))
+        self.lane.submit(entry, _in_context(entry.context, self.executor.sync_work(task, envelope)))
 
     def _run_solo(self, entry: Running, task: Task[Any, Any], envelope: Envelope) -> None:
         if self._running.get(entry.job.id) is entry:  # not cancelled while it waited
-            self._finish(entry.job.id, self.executor.run_solo(task, envelope))
+            token = set_current(entry.context)
+            try:
+                outcome = self.executor.run_solo(task, envelope)
+            finally:
+                reset_current(token)
+            self._finish(entry.job.id, outcome)
 
     def _deliver_sync(self, batch: list[tuple[object, Any]]) -> None:
         for entry, outcome in batch:
@@ -152,6 +161,7 @@ class RunningJobs:
             return False
         self._changed.set()
         self.wakeup.notify()
+        entry.context.cancelled = True  # what a sync job can see (current_job().cancelled)
         if entry.task is not None:
             entry.task.cancel()
         if entry.timer is not None:
@@ -185,6 +195,23 @@ class RunningJobs:
             await asyncio.wait(tasks, timeout=5)
         return cancelled
 
+    def get(self, job_id: str) -> ClaimedJob | None:
+        entry = self._running.get(job_id)
+        return entry.job if entry else None
+
     def close(self) -> None:
         if self.lane is not None:
             self.lane.close()
+
+
+def _in_context(context: JobContext, work: Callable[[], Outcome]) -> Callable[[], Outcome]:
+    """``work`` with ``current_job()`` set on the lane thread while it runs."""
+
+    def run() -> Outcome:
+        token = set_current(context)
+        try:
+            return work()
+        finally:
+            reset_current(token)
+
+    return run

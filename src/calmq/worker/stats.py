@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import random
 
+from calmq.quantile import percentile
+
 MAX_SAMPLES = 100_000
+#: Samples kept for "recent" percentiles in heartbeats (the last jobs, not all time).
+RECENT = 2000
 
 
 @dataclasses.dataclass
@@ -23,11 +28,29 @@ class WorkerStats:
     timed_out: int = 0
     wait_ms: list[int] = dataclasses.field(default_factory=list)
     run_ms: list[float] = dataclasses.field(default_factory=list)
+    recent_wait_ms: collections.deque[int] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT)
+    )
+    recent_run_ms: collections.deque[float] = dataclasses.field(
+        default_factory=lambda: collections.deque(maxlen=RECENT)
+    )
     _seen: int = 0
+
+    def summary(self) -> dict[str, float]:
+        """Cumulative counters and recent percentiles, as reported in heartbeats."""
+        waits, runs = list(self.recent_wait_ms), list(self.recent_run_ms)
+        return {
+            "claimed": self.claimed, "succeeded": self.succeeded, "retried": self.retried,
+            "dead": self.dead, "lease_lost": self.lease_lost, "timed_out": self.timed_out,
+            "wait_p50_ms": percentile(waits, 50), "wait_p99_ms": percentile(waits, 99),
+            "run_p50_ms": percentile(runs, 50), "run_p99_ms": percentile(runs, 99),
+        }  # fmt: skip
 
     def sample(self, wait_ms: int, run_ms: float) -> None:
         """Keep a uniform reservoir of at most MAX_SAMPLES (wait, run) pairs."""
         self._seen += 1
+        self.recent_wait_ms.append(wait_ms)
+        self.recent_run_ms.append(run_ms)
         if len(self.wait_ms) < MAX_SAMPLES:
             self.wait_ms.append(wait_ms)
             self.run_ms.append(run_ms)
@@ -36,12 +59,3 @@ class WorkerStats:
         if slot < MAX_SAMPLES:
             self.wait_ms[slot] = wait_ms
             self.run_ms[slot] = run_ms
-
-
-def percentile(values: list[float] | list[int], pct: float) -> float:
-    """The ``pct`` percentile (0-100) by nearest rank; 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(pct / 100.0 * len(ordered) + 0.5) - 1))
-    return float(ordered[rank])

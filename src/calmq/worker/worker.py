@@ -19,13 +19,15 @@ import os
 import random
 import signal
 import socket
+import time
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
+from calmq.alerts import QueueWatch
 from calmq.app import App
 from calmq.errors import CalmqError, ConfigurationError
 from calmq.events import Event, EventKind, Hook
-from calmq.job import ClaimedJob, FailOutcome
+from calmq.job import ClaimedJob, FailOutcome, WorkerInfo
 from calmq.logs import log_event
 from calmq.retry import Backoff
 from calmq.stores import open_store
@@ -34,6 +36,7 @@ from calmq.task import validate_queue_name
 from calmq.worker.acker import Acker
 from calmq.worker.executor import Executor, Outcome, OutcomeKind
 from calmq.worker.fetcher import Fetcher
+from calmq.worker.heartbeat import Heartbeat, versions
 from calmq.worker.lease_keeper import InFlight, LeaseKeeper
 from calmq.worker.maintenance import Maintenance
 from calmq.worker.running import RunningJobs
@@ -73,6 +76,8 @@ class WorkerConfig:
     pool: str = "threads"
     #: One log line per job outcome on the ``calmq.jobs`` logger.
     log_jobs: bool = True
+    #: Seconds between heartbeats to the worker registry (dropped after 5 missed).
+    heartbeat_interval: float = 3.0
 
     def __post_init__(self) -> None:
         if not self.queues:
@@ -107,6 +112,7 @@ class Worker:
         self.id = f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self.exit_code = 0
         self.lease_ms = int(self.config.lease * 1000)
+        self.started_at_ms = int(time.time() * 1000)
         self.claim_batch = max(1, self.config.concurrency // 2)
         self.inflight = InFlight()
         self._recording: set[asyncio.Task[None]] = set()
@@ -116,6 +122,7 @@ class Worker:
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-wait")
         self.store: Store = self._open_store(app)
         self.executor = Executor(app)
+        self._versions = versions(self.store)
 
     @staticmethod
     def _open_store(app: App) -> Store:
@@ -186,12 +193,16 @@ class Worker:
         self.maintenance = Maintenance(
             self.store, self.config.queues, interval=self.config.maintenance_interval,
             run_io=self._run_io, events=self.events,
+            watch=QueueWatch(self.app.settings, self.events),
         )  # fmt: skip
         self.keeper = LeaseKeeper(
             self.store, self.inflight, lease_ms=self.lease_ms,
-            on_lost=lambda ids: self._call_soon_threadsafe(loop, ids),
+            on_lost=lambda ids, cancelled: self._call_soon_threadsafe(loop, ids, cancelled),
         )  # fmt: skip
+        self.heartbeat = Heartbeat(self.store, self._snapshot, self._run_io,
+                                   interval=self.config.heartbeat_interval)  # fmt: skip
         self._background = [
+            asyncio.create_task(self.heartbeat.run_forever(self.stopping), name="calmq-beat"),
             asyncio.create_task(self.acker.run_forever(), name="calmq-acker"),
             asyncio.create_task(self.maintenance.run_forever(self.stopping), name="calmq-maint"),
         ]
@@ -237,6 +248,7 @@ class Worker:
         with contextlib.suppress(CalmqError):
             await self.acker.flush()
         await self._release_held()
+        await self.heartbeat.forget(self.id)
         self.keeper.stop()
         for task in self._background:
             task.cancel()
@@ -277,6 +289,15 @@ class Worker:
                 self.inflight.remove(lease.id)
 
     # --- jobs --------------------------------------------------------------------------
+    def _snapshot(self) -> WorkerInfo:
+        """This worker as the registry shows it."""
+        return WorkerInfo(
+            id=self.id, host=self.heartbeat.host, pid=os.getpid(), queues=list(self.config.queues),
+            concurrency=self.config.concurrency, pool=self.config.pool,
+            running=self.inflight.ids(), started_at_ms=self.started_at_ms,
+            ttl_ms=self.heartbeat.ttl_ms, versions=self._versions, stats=self.stats.summary(),
+        )  # fmt: skip
+
     def _claimed(self, claimed: list[ClaimedJob]) -> None:
         self.stats.claimed += len(claimed)
         for job in claimed:
@@ -361,23 +382,27 @@ class Worker:
                        detail="finished, but its lease was no longer ours: it expired and the"
                        " job was handed to another worker")  # fmt: skip
 
-    def _leases_lost(self, ids: list[str]) -> None:
+    def _leases_lost(self, ids: list[str], cancelled: set[str]) -> None:
         for job_id in ids:
             self.inflight.remove(job_id)
-            if self.jobs.forget(job_id):
+            job = self.jobs.get(job_id)
+            if job is None or not self.jobs.forget(job_id):
+                continue
+            if job_id in cancelled:
+                self._emit(EventKind.CANCELLED, job, detail="cancelled while running")
+            else:
                 self.stats.lease_lost += 1
-                log.warning("lease of job %s was lost; cancelling it here", job_id)
-                self._emit_for(job_id, EventKind.LEASE_LOST)
+                self._emit(EventKind.LEASE_LOST, job,
+                           detail="the lease was lost (expired and taken back)")  # fmt: skip
 
-    def _call_soon_threadsafe(self, loop: asyncio.AbstractEventLoop, ids: list[str]) -> None:
-        loop.call_soon_threadsafe(self._leases_lost, ids)
+    def _call_soon_threadsafe(
+        self, loop: asyncio.AbstractEventLoop, ids: list[str], cancelled: set[str]
+    ) -> None:
+        loop.call_soon_threadsafe(self._leases_lost, ids, cancelled)
 
     def _emit(self, kind: EventKind, job: ClaimedJob, **fields: Any) -> None:
         self.events.emit(Event(kind, job.queue, job.task, job.id, job.attempt, job.max_attempts,
                                **fields))  # fmt: skip
-
-    def _emit_for(self, job_id: str, kind: EventKind) -> None:
-        self.events.emit(Event(kind, "", job_id=job_id))
 
     # --- slots and I/O -----------------------------------------------------------------
     async def _free_slots_worth_a_claim(self) -> int:

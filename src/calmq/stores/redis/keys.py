@@ -11,9 +11,13 @@ tests: ``:uniq:<unique key>`` (STRING ``"<scope>:<job id>"``), ``:throttle:<key>
 ``:rate:<key>`` (sliding-window ZSETs), ``:conc:<key>`` (ZSET job id -> lease deadline) and
 ``:lane:<lane>`` (ZSET of the ready jobs of one lane).
 
-The keys each script receives are listed here too (:meth:`QueueKeys.for_script`), next to
-the names, so the order in ``KEYS`` and the ``-- KEYS[i]`` header of the Lua file can be
-checked against each other by a test.
+The worker registry is not per queue: its two keys share the hash tag
+``{<prefix>:workers}`` (:func:`worker_keys`). A queue named ``workers`` shares that slot,
+which is harmless: no queue key is named ``info`` or ``seen``.
+
+The keys each script receives are listed here too (:meth:`QueueKeys.for_script`,
+:meth:`WorkerKeys.for_script`), next to the names, so the order in ``KEYS`` and the
+``-- KEYS[i]`` header of the Lua file can be checked against each other by a test.
 """
 
 from __future__ import annotations
@@ -137,3 +141,28 @@ def queue_keys(prefix: str, queue: str) -> QueueKeys:
         config=config,
         _scripts=scripts,
     )
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class WorkerKeys:
+    """The keys of the worker registry, in one slot of their own (``{<prefix>:workers}``)."""
+
+    tag: str
+    info: str  # HASH worker id -> WorkerInfo as msgspec JSON
+    seen: str  # ZSET worker id -> expiry ms (server clock): last heartbeat + its ttl_ms
+    _scripts: dict[str, tuple[str, ...]] = dataclasses.field(repr=False, compare=False)
+
+    def for_script(self, name: str) -> tuple[str, ...]:
+        """The ``KEYS`` of registry script ``name``, in the order its Lua header declares."""
+        return self._scripts[name]
+
+
+def worker_keys(prefix: str) -> WorkerKeys:
+    """The key names of the worker registry under ``prefix``."""
+    tag = f"{{{prefix}:workers}}"
+    info, seen = f"{tag}:info", f"{tag}:seen"
+    # Mirrors the "-- KEYS[i]" lines of lua/<name>.lua; a test checks the counts.
+    scripts: dict[str, tuple[str, ...]] = {
+        name: (info, seen) for name in ("heartbeat", "list_workers", "forget_worker")
+    }
+    return WorkerKeys(tag=tag, info=info, seen=seen, _scripts=scripts)

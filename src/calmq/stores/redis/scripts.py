@@ -20,7 +20,8 @@ import redis
 from redis.commands.core import Script
 from redis.exceptions import NoScriptError, ResponseError
 
-SCRIPT_NAMES = (
+#: Scripts of one queue: their KEYS come from ``QueueKeys.for_script``.
+QUEUE_SCRIPTS = (
     "enqueue",
     "claim",
     "extend_leases",
@@ -33,6 +34,9 @@ SCRIPT_NAMES = (
     "purge_dead",
     "cancel",
 )
+#: Scripts of the worker registry: their KEYS come from ``WorkerKeys.for_script``.
+REGISTRY_SCRIPTS = ("heartbeat", "list_workers", "forget_worker")
+SCRIPT_NAMES = QUEUE_SCRIPTS + REGISTRY_SCRIPTS
 
 _KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
 

@@ -46,12 +46,21 @@ from calmq.job import (
     QueueCounts,
     QueueOverflow,
     RescueResult,
+    WorkerInfo,
 )
 from calmq.settings import Settings
 from calmq.stores import redact_url
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS
+from calmq.stores.redis import registry
 from calmq.stores.redis.connection import open_connection
-from calmq.stores.redis.keys import QueueKeys, derived_key, queue_keys, queues_key
+from calmq.stores.redis.keys import (
+    QueueKeys,
+    WorkerKeys,
+    derived_key,
+    queue_keys,
+    queues_key,
+    worker_keys,
+)
 from calmq.stores.redis.scripts import Arg, Scripts
 
 MAX_ERROR_CHARS = 2_000
@@ -109,6 +118,7 @@ class RedisStore:
         self._scripts = Scripts(self._client)
         self._prefix = self.settings.key_prefix
         self._keys: dict[str, QueueKeys] = {}
+        self._worker_keys = worker_keys(self._prefix)
         # Queues this instance already SADDed to <prefix>:queues (one SADD per queue).
         self._known_queues: set[str] = set()
         # Idle connections for wait_for_work, reused across threads; never the producers'.
@@ -145,7 +155,7 @@ class RedisStore:
             return StoreError(message.split(" script: ", 1)[0])
         return StoreError(f"Redis store {self.display_url}: {message}")
 
-    def _run(self, name: str, keys: QueueKeys, args: Sequence[Arg]) -> Any:
+    def _run(self, name: str, keys: QueueKeys | WorkerKeys, args: Sequence[Arg]) -> Any:
         with self._guard():
             return self._scripts.run(name, keys.for_script(name), args)
 
@@ -490,6 +500,21 @@ class RedisStore:
             total += done
             if done < ADMIN_BATCH:
                 return total
+
+    # --- worker registry ---------------------------------------------------------------
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record ``worker`` until ``worker.ttl_ms`` from now on Redis's clock (heartbeat.lua,
+        which also drops a few expired records)."""
+        self._run("heartbeat", self._worker_keys, registry.heartbeat_args(worker))
+
+    def workers(self) -> list[WorkerInfo]:
+        """Live workers sorted by id, ``seen_at_ms`` from the stored expiry (list_workers.lua)."""
+        reply = self._run("list_workers", self._worker_keys, [registry.PRUNE_LIMIT])
+        return registry.parse_workers(reply)
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Remove a worker's record at once (forget_worker.lua). Idempotent."""
+        self._run("forget_worker", self._worker_keys, [worker_id])
 
     def now_ms(self) -> int:
         """Redis's clock (TIME), in ms since the epoch."""

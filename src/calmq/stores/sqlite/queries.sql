@@ -515,3 +515,28 @@ WHERE queue = :queue AND id = :id AND state IN ('ready', 'scheduled', 'waiting')
 UPDATE jobs
 SET token = CASE WHEN token LIKE 'x:%' THEN token ELSE 'x:' || token END
 WHERE queue = :queue AND id = :id AND state = 'running';
+
+-- ---------------------------------------------------------------- worker registry
+
+-- A heartbeat replaces the worker's row (one row per worker id).
+-- name: record_worker
+INSERT INTO workers (id, info, seen_at, expires_at)
+VALUES (:id, :info, :now, :expires_at)
+ON CONFLICT (id) DO UPDATE SET
+    info = excluded.info, seen_at = excluded.seen_at, expires_at = excluded.expires_at;
+
+-- name: live_workers
+SELECT id, info, seen_at FROM workers WHERE expires_at > :now ORDER BY id;
+
+-- Lets a listing skip the write lock when there is nothing to drop (the usual case).
+-- name: any_expired_worker
+SELECT EXISTS (SELECT 1 FROM workers WHERE expires_at <= :now);
+
+-- At most :limit expired rows per call, so one call never holds the write lock for long.
+-- name: drop_expired_workers
+DELETE FROM workers WHERE id IN (
+    SELECT id FROM workers WHERE expires_at <= :now ORDER BY expires_at LIMIT :limit
+);
+
+-- name: forget_worker
+DELETE FROM workers WHERE id = :id;

@@ -41,10 +41,11 @@ from calmq.job import (
     QueueCounts,
     QueueOverflow,
     RescueResult,
+    WorkerInfo,
 )
 from calmq.settings import Settings
 from calmq.stores.base import CAP_MULTI_PROCESS
-from calmq.stores.sqlite import controls
+from calmq.stores.sqlite import controls, registry
 from calmq.stores.sqlite.migrate import migrate
 from calmq.stores.sqlite.queries import load_queries
 
@@ -233,6 +234,27 @@ class SqliteStore:
     def now_ms(self) -> int:
         """The store's clock: this host's wall clock, in ms."""
         return _now_ms()
+
+    # ------------------------------------------------------------------ worker registry
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Replace ``worker``'s row, alive until ``worker.ttl_ms`` from now."""
+        with self._write("record a worker heartbeat") as conn:
+            registry.record(conn, self._q, worker, _now_ms())
+
+    def workers(self) -> list[WorkerInfo]:
+        """Live workers sorted by id; takes the write lock only when expired rows exist."""
+        with self._use("list workers") as conn:
+            found, stale = registry.live(conn, self._q, _now_ms())
+        if stale:
+            with self._write("drop expired workers") as conn:
+                registry.drop_expired(conn, self._q, _now_ms())
+        return found
+
+    def forget_worker(self, worker_id: str) -> None:
+        """Delete a worker's row at once. Idempotent."""
+        with self._write("forget a worker") as conn:
+            registry.forget(conn, self._q, worker_id)
 
     # ------------------------------------------------------------------ producers
 
