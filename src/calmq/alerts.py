@@ -47,6 +47,9 @@ class QueueWatch:
             self.events.emit(Event(EventKind.QUEUE_SAMPLE, counts.queue, values=values))
             self._check_age(counts.queue, age)
             self._check_dead(counts.queue, counts.dead)
+        pool: dict[str, float] = {"workers_alive": len(store.workers()),
+                                  "connections_in_use": store.connections_in_use()}  # fmt: skip
+        self.events.emit(Event(EventKind.QUEUE_SAMPLE, "", values=pool))
 
     def _check_age(self, queue: str, age: float) -> None:
         limit = self.settings.alert_oldest_ready

@@ -15,6 +15,7 @@ from typing import Any
 from calmq.errors import ConfigurationError
 from calmq.events import Event, EventKind
 from calmq.job import QueueCounts
+from calmq.stores.base import Store
 
 try:
     import prometheus_client
@@ -90,9 +91,23 @@ class Metrics:
         elif kind is EventKind.ALERT:
             self.alerts.labels(event.detail.split(":", 1)[0], event.queue).inc()
         elif kind is EventKind.QUEUE_SAMPLE and event.values:
-            for state in ("ready", "scheduled", "running", "dead"):
-                self.depth.labels(event.queue, state).set(event.values.get(state, 0))
-            self.oldest.labels(event.queue).set(event.values.get("oldest_ready_seconds", 0))
+            self._sampled(event.queue, event.values)
+
+    def _sampled(self, queue: str, values: dict[str, float]) -> None:
+        if not queue:  # a store-wide sample from a worker
+            self.workers.set(values.get("workers_alive", 0))
+            self.connections.labels("worker").set(values.get("connections_in_use", 0))
+            return
+        for state in ("ready", "scheduled", "running", "dead"):
+            self.depth.labels(queue, state).set(values.get(state, 0))
+        self.oldest.labels(queue).set(values.get("oldest_ready_seconds", 0))
+
+    def track_store(self, pool: str, store: Store) -> None:
+        """Show ``store.connections_in_use()`` as ``calmq_pool_connections_in_use{pool}``,
+        read at scrape time (in a producer process: ``metrics.track_store("web", app.store)``).
+        Not available in multiprocess mode, where workers report it every few seconds."""
+        if not multiprocess():
+            self.connections.labels(pool).set_function(store.connections_in_use)
 
     def observe_counts(self, counts: Iterable[QueueCounts]) -> None:
         for c in counts:

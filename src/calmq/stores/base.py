@@ -199,6 +199,11 @@ class Store(Protocol):
         """Remove a worker's record at once (a clean shutdown). Idempotent."""
         ...
 
+    def connections_in_use(self) -> int:
+        """Store calls in flight right now, each holding a connection: what the
+        ``calmq_pool_connections_in_use`` gauge shows (a pile-up is visible at once)."""
+        ...
+
     def now_ms(self) -> int:
         """The store's clock, in ms since the epoch."""
         ...

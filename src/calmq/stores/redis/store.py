@@ -126,6 +126,8 @@ class RedisStore:
         self._waiters_lock = threading.Lock()
         self._waiters_pid = os.getpid()
         self._closed = False
+        # Store calls in flight, each holding one pooled connection (a gauge for metrics).
+        self._in_use = 0
 
     # --- plumbing -------------------------------------------------------------------
     def _queue(self, queue: str) -> QueueKeys:
@@ -137,10 +139,17 @@ class RedisStore:
     @contextlib.contextmanager
     def _guard(self) -> Iterator[None]:
         """Map every redis-py error to a calmq error, keeping it as ``__cause__``."""
+        self._in_use += 1
         try:
             yield
         except (RedisError, RedisClusterException) as exc:
             raise self._translate(exc) from exc
+        finally:
+            self._in_use -= 1
+
+    def connections_in_use(self) -> int:
+        """Store calls in flight right now, each holding one pooled connection."""
+        return max(0, self._in_use)
 
     def _translate(self, exc: RedisError | RedisClusterException) -> CalmqError:
         message = str(exc)

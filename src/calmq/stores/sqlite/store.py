@@ -88,6 +88,7 @@ class SqliteStore:
         self.display_url = f"sqlite:///{path}"
         self.capabilities = frozenset() if path == MEMORY else frozenset({CAP_MULTI_PROCESS})
         self._closed = False
+        self._in_use = 0  # store calls in flight (a gauge for metrics)
         self._local = threading.local()
         self._registry_lock = threading.Lock()
         self._registry: list[tuple[threading.Thread, sqlite3.Connection]] = []
@@ -178,10 +179,21 @@ class SqliteStore:
         """A connection for this thread, with SQLite errors mapped to calmq errors."""
         if self._closed:
             raise QueueUnavailable("the SQLite store is closed", reason="closed")
-        if self._shared is None:
-            with self._map_errors(action):
-                yield self._thread_connection()
-            return
+        self._in_use += 1
+        try:
+            if self._shared is None:
+                with self._map_errors(action):
+                    yield self._thread_connection()
+                return
+            yield from self._use_shared(action)
+        finally:
+            self._in_use -= 1
+
+    def connections_in_use(self) -> int:
+        """Store calls in flight right now (each on its thread's connection)."""
+        return max(0, self._in_use)
+
+    def _use_shared(self, action: str) -> Iterator[sqlite3.Connection]:
         # :memory: has one connection; bound the wait for it like a file's busy_timeout.
         if not self._shared_lock.acquire(timeout=self._busy_timeout):
             raise QueueUnavailable(
@@ -190,6 +202,7 @@ class SqliteStore:
                 reason="busy",
             )
         try:
+            assert self._shared is not None
             with self._map_errors(action):
                 yield self._shared
         finally:
