@@ -125,8 +125,12 @@ def cli() -> None:
     type=click.Choice(["debug", "info", "warning", "error"]),
 )
 @click.option("--log-json", is_flag=True, help="Log one JSON object per line.")
-@click.option("--metrics-port", type=int, default=None,
-              help="Serve Prometheus metrics on this port (needs calmq[prometheus]).")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus metrics on this port (needs calmq[prometheus]).",
+)
 def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: bool,
            lease: float, grace: float, pool: str, log_level: str, log_json: bool,
            metrics_port: int | None) -> None:  # fmt: skip
