@@ -29,7 +29,7 @@ class Acker:
     def __init__(
         self, store_complete: Callable[..., Any], inflight: InFlight,
         run_io: Callable[..., Awaitable[Any]],
-        on_acked: Callable[[ClaimedJob, bool, float], None],
+        on_acked: Callable[[ClaimedJob, bool | None, float], None],
     ) -> None:  # fmt: skip
         self.store_complete = store_complete
         self.inflight = inflight
@@ -87,7 +87,7 @@ class Acker:
                     )
                     await asyncio.sleep(0.1 * 2**attempt)
             else:
-                acked = [False] * len(jobs)
+                acked = [None] * len(jobs)  # unknown: the store did not answer
             self.calls += 1
             for (job, run_ms), ok in zip(jobs, acked, strict=True):
                 self.inflight.remove(job.id)

@@ -9,14 +9,17 @@ it at once; the wait never outlasts the next scheduled job's due time.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
+from calmq.errors import CalmqError
 from calmq.job import ClaimedJob
 from calmq.stores.base import Store
 
 T = TypeVar("T")
+log = logging.getLogger("calmq.worker")
 RunIO = Callable[..., Awaitable[Any]]
 
 
@@ -53,18 +56,29 @@ class Fetcher:
         """Claim up to ``free_slots`` jobs, one store call per queue visited."""
         jobs: list[ClaimedJob] = []
         next_due: int | None = None
+        failure: CalmqError | None = None
         for queue in self.order():
             wanted = free_slots - len(jobs)
             if wanted <= 0:
                 break
-            result = await self.run_io(
-                self.store.claim, queue, limit=wanted, lease_ms=self.lease_ms
-            )
+            try:
+                result = await self.run_io(
+                    self.store.claim, queue, limit=wanted, lease_ms=self.lease_ms
+                )
+            except CalmqError as exc:
+                # Keep what other queues gave: raising here would orphan jobs already
+                # leased to us (they would sit until their lease expired, spending an
+                # attempt). One broken queue must not stall the healthy ones either.
+                log.warning("claiming from %s failed: %s", queue, exc)
+                failure = exc
+                continue
             jobs.extend(result.jobs)
             if result.next_due_ms is not None:
                 due_in = max(0, result.next_due_ms - result.now_ms)
                 next_due = due_in if next_due is None else min(next_due, due_in)
         self.next_due_in_ms = next_due
+        if failure is not None and not jobs:
+            raise failure  # nothing claimed anywhere: let the worker back off
         return jobs
 
     async def wait_for_work(self, stopping: asyncio.Event) -> None:

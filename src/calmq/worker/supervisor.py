@@ -32,7 +32,8 @@ class Supervisor:
         self.children: dict[int, tuple[subprocess.Popen[bytes], float]] = {}
         self.stop_signals = 0
         self.restarts = 0
-        self._delay = 0.5
+        #: Restart delay per slot: one crash-looping slot must not slow the others' restarts.
+        self._delays: dict[int, float] = {}
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -65,15 +66,12 @@ class Supervisor:
         if self.stop_signals or (self.burst and code == 0):
             return 0 if code in (0, -signal.SIGTERM, -signal.SIGINT) else code
         ran = time.monotonic() - started
-        self._delay = 0.5 if ran > MIN_HEALTHY_SECONDS else min(MAX_RESTART_DELAY, self._delay * 2)
-        log.warning(
-            "worker process %d exited with %s after %.1fs; restarting in %.1fs",
-            slot,
-            code,
-            ran,
-            self._delay,
-        )
-        deadline = time.monotonic() + self._delay
+        previous = self._delays.get(slot, 0.25)
+        delay = 0.5 if ran > MIN_HEALTHY_SECONDS else min(MAX_RESTART_DELAY, previous * 2)
+        self._delays[slot] = delay
+        log.warning("worker process %d exited with %s after %.1fs; restarting in %.1fs",
+                    slot, code, ran, delay)  # fmt: skip
+        deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self.stop_signals:
             time.sleep(0.05)
         if not self.stop_signals:

@@ -371,11 +371,15 @@ class Worker:
                 backoff = dataclasses.replace(backoff, base=override[0], cap=override[1])
         return backoff
 
-    def _on_acked(self, job: ClaimedJob, acked: bool, run_ms: float) -> None:
+    def _on_acked(self, job: ClaimedJob, acked: bool | None, run_ms: float) -> None:
         if acked:
             self.stats.succeeded += 1
             if self.events:
                 self._emit(EventKind.SUCCEEDED, job, run_ms=run_ms)
+        elif acked is None:
+            self._emit(EventKind.STALE, job, run_ms=run_ms,
+                       detail="finished, but the store did not take the acknowledgement: it"
+                       " runs again once its lease expires (at-least-once)")  # fmt: skip
         else:
             self.stats.stale_acks += 1
             self._emit(EventKind.STALE, job, run_ms=run_ms,
