@@ -4,6 +4,12 @@ Each ``lua/<name>.lua`` file is one atomic store operation. Its header declares 
 ``KEYS[i]`` it takes; :func:`declared_key_count` parses that so a test (and a cheap check
 on every call) can prove the Python side passes exactly that many keys.
 
+Helpers shared by several scripts live in ``lua/lib/<name>.lua``, one ``local function``
+each. A script line ``-- @include lib/<name>.lua`` is replaced by that file's text when the
+script is loaded (:func:`expand_includes`), so every loaded script is still one
+self-contained text run with one EVALSHA. A helper may include another; each file's text
+appears once per script, at its first include.
+
 Scripts run with EVALSHA. After ``SCRIPT FLUSH`` or a Redis restart the server answers
 NOSCRIPT; the script is then loaded and the call retried once. That is safe because a
 NOSCRIPT reply means the script did not run at all.
@@ -12,7 +18,7 @@ NOSCRIPT reply means the script did not run at all.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -39,13 +45,57 @@ REGISTRY_SCRIPTS = ("heartbeat", "list_workers", "forget_worker")
 SCRIPT_NAMES = QUEUE_SCRIPTS + REGISTRY_SCRIPTS
 
 _KEY_LINE = re.compile(r"^--\s*KEYS\[(\d+)\]", re.MULTILINE)
+_INCLUDE_LINE = re.compile(r"^-- @include (\S+)[ \t]*(?:\n|\Z)", re.MULTILINE)
+_LIB_NAME = re.compile(r"lib/[a-z0-9_]+\.lua")
 
 Arg = str | bytes | int | float
 
 
 def script_source(name: str) -> str:
-    """The text of ``lua/<name>.lua``, read from the installed package."""
-    return resources.files("calmq.stores.redis").joinpath("lua", f"{name}.lua").read_text("utf-8")
+    """The text of ``lua/<name>.lua`` as loaded: read from the installed package, with its
+    ``-- @include`` lines expanded."""
+    lua = resources.files("calmq.stores.redis").joinpath("lua")
+    source = lua.joinpath(f"{name}.lua").read_text("utf-8")
+
+    def read(include: str) -> str:
+        folder, file = include.split("/")  # expand_includes accepts only lib/<name>.lua
+        return lua.joinpath(folder).joinpath(file).read_text("utf-8")
+
+    return expand_includes(source, read, where=f"{name}.lua")
+
+
+def expand_includes(source: str, read: Callable[[str], str], *, where: str = "script") -> str:
+    """``source`` with each ``-- @include lib/<name>.lua`` line replaced by that file's text.
+
+    ``read`` returns a helper's text by its path under ``lua/``. Includes in helpers are
+    expanded too; a file already included (here or in a helper) is not repeated. Raises
+    ``ValueError`` for a malformed or unknown include, an include cycle, or a helper that
+    touches ``KEYS`` (keys arrive through the including script's header only).
+    """
+    return _expand(source, read, where, done=set(), active=())
+
+
+def _expand(
+    source: str, read: Callable[[str], str], where: str, done: set[str], active: tuple[str, ...]
+) -> str:
+    def include(match: re.Match[str]) -> str:
+        path = match.group(1)
+        if not _LIB_NAME.fullmatch(path):
+            raise ValueError(f"{where}: bad include {path!r} (expected lib/<name>.lua)")
+        if path in active:
+            raise ValueError(f"{where}: include cycle through {path}")
+        if path in done:
+            return ""
+        try:
+            text = read(path)
+        except (FileNotFoundError, OSError):
+            raise ValueError(f"{where}: unknown include {path!r}") from None
+        if "KEYS[" in text:
+            raise ValueError(f"{where}: helper {path} uses KEYS; pass keys as arguments")
+        done.add(path)
+        return _expand(text, read, path, done, (*active, path)).rstrip("\n") + "\n"
+
+    return _INCLUDE_LINE.sub(include, source)
 
 
 def declared_key_count(source: str) -> int:

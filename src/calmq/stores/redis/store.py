@@ -1,7 +1,8 @@
 """``RedisStore``: the :class:`~calmq.stores.base.Store` contract on Redis.
 
 Every state-changing method is one Lua script (``lua/*.lua``), so each is atomic and costs
-one round trip; replies are flat arrays parsed here. Key names come from :mod:`.keys` only.
+one round trip; replies are flat arrays, decoded by :mod:`.replies` (which also classifies
+error replies). Key names come from :mod:`.keys` only.
 
 Connection discipline is the point of calmq: producers share a *blocking* pool of
 ``settings.pool_size`` connections with short timeouts and no retries, so when Redis is slow
@@ -20,13 +21,8 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol, cast
 
 from redis.exceptions import (
-    AuthenticationError,
-    BusyLoadingError,
-    ConnectionError,
     RedisClusterException,
     RedisError,
-    ResponseError,
-    TimeoutError,
 )
 
 from calmq.errors import CalmqError, QueueUnavailable, StoreError
@@ -35,7 +31,6 @@ from calmq.job import (
     CancelOutcome,
     ClaimedJob,
     ClaimResult,
-    EnqueueOutcome,
     EnqueueResult,
     FailOutcome,
     JobInfo,
@@ -61,6 +56,16 @@ from calmq.stores.redis.keys import (
     queues_key,
     worker_keys,
 )
+from calmq.stores.redis.replies import (
+    ENQUEUE_FIELDS,
+    control_args,
+    corrupt_info,
+    enqueue_result,
+    flatten,
+    job_info,
+    score,
+    unavailable_reason,
+)
 from calmq.stores.redis.scripts import Arg, Scripts
 
 MAX_ERROR_CHARS = 2_000
@@ -70,29 +75,9 @@ MAX_TRACEBACK_CHARS = 20_000
 ADMIN_BATCH = 1_000
 #: Each claimed job comes back as this many entries of the flat reply of claim.lua.
 CLAIM_FIELDS = 10
-#: Each enqueued job comes back as this many entries of the flat reply of enqueue.lua.
-ENQUEUE_FIELDS = 4
 #: Most lanes (keys with limits or fairness) one claim visits; the round robin goes on in
 #: the next claim.
 LANE_SCAN = 200
-CORRUPT_REASON = "job record missing or corrupt"
-
-# First word of a Redis error reply -> QueueUnavailable.reason. These mean "the server
-# cannot take this write right now", not "calmq's data is wrong".
-_UNAVAILABLE_CODES = {
-    "OOM": "oom",
-    "MISCONF": "misconf",
-    "READONLY": "readonly",
-    "LOADING": "loading",
-    "BUSY": "busy",
-    "NOREPLICAS": "noreplicas",
-    "MASTERDOWN": "masterdown",
-    "NOAUTH": "auth",
-    "WRONGPASS": "auth",
-    "NOPERM": "auth",
-    "CLUSTERDOWN": "clusterdown",
-    "TRYAGAIN": "tryagain",
-}
 
 
 class _Connection(Protocol):
@@ -153,7 +138,7 @@ class RedisStore:
 
     def _translate(self, exc: RedisError | RedisClusterException) -> CalmqError:
         message = str(exc)
-        reason = _unavailable_reason(exc, message)
+        reason = unavailable_reason(exc, message)
         if reason is not None:
             return QueueUnavailable(
                 f"Redis store {self.display_url} unavailable ({reason}): {message}",
@@ -190,7 +175,7 @@ class RedisStore:
                 run_at = "" if job.run_at_ms is None else job.run_at_ms
                 args += (job.id, job.task, job.payload, job.priority, job.max_attempts)
                 args += (max(job.delay_ms, 0), run_at)
-                args += _control_args(job)
+                args += control_args(job)
             calls.append(("enqueue", self._queue(queue).for_script("enqueue"), args))
         new_queues = [q for q in by_queue if q not in self._known_queues]
         with self._guard():
@@ -204,7 +189,7 @@ class RedisStore:
         results: list[EnqueueResult | None] = [None] * len(jobs)
         for positions, reply in zip(by_queue.values(), replies, strict=True):
             for n, i in enumerate(positions):
-                results[i] = _enqueue_result(jobs[i], reply, ENQUEUE_FIELDS * n)
+                results[i] = enqueue_result(jobs[i], reply, ENQUEUE_FIELDS * n)
         return [r for r in results if r is not None]
 
     # --- workers ---------------------------------------------------------------------
@@ -233,13 +218,13 @@ class RedisStore:
             )
             for i in range(3, len(reply), CLAIM_FIELDS)
         ]
-        return ClaimResult(jobs, next_due_ms=_score(next_due) if next_due else None, now_ms=now)
+        return ClaimResult(jobs, next_due_ms=score(next_due) if next_due else None, now_ms=now)
 
     def extend_leases(self, queue: str, leases: Sequence[Lease], *, lease_ms: int) -> list[str]:
         """Push lease deadlines to now + ``lease_ms``; return the ids no longer ours."""
         if not leases:
             return []
-        reply = self._run("extend_leases", self._queue(queue), [lease_ms, *_flatten(leases)])
+        reply = self._run("extend_leases", self._queue(queue), [lease_ms, *flatten(leases)])
         return [raw.decode() for raw in reply]
 
     def complete(self, queue: str, leases: Sequence[Lease]) -> list[bool]:
@@ -247,7 +232,7 @@ class RedisStore:
         if not leases:
             return []
         ttl_ms = math.ceil(self.settings.completed_ttl * 1000)
-        reply = self._run("complete", self._queue(queue), [ttl_ms, *_flatten(leases)])
+        reply = self._run("complete", self._queue(queue), [ttl_ms, *flatten(leases)])
         return [bool(flag) for flag in reply]
 
     def fail(
@@ -276,7 +261,7 @@ class RedisStore:
         if not leases:
             return 0
         ttl_ms = math.ceil(self.settings.completed_ttl * 1000)
-        return int(self._run("release", self._queue(queue), [ttl_ms, *_flatten(leases)]))
+        return int(self._run("release", self._queue(queue), [ttl_ms, *flatten(leases)]))
 
     def promote_due(self, queue: str, *, limit: int = 1000) -> int:
         """Move up to ``limit`` due scheduled jobs to ready."""
@@ -348,7 +333,7 @@ class RedisStore:
         keys = self._queue(queue)
         with self._guard():
             fields = cast(dict[bytes, bytes], self._client.hgetall(keys.job(job_id)))
-        return _job_info(queue, job_id, fields) if fields else None
+        return job_info(queue, job_id, fields) if fields else None
 
     def list_jobs(
         self, queue: str, state: JobState, *, offset: int = 0, limit: int = 100
@@ -377,9 +362,9 @@ class RedisStore:
         for raw, fields in zip(ids, hashes, strict=True):
             job_id = raw.decode()
             if isinstance(fields, dict) and fields.get(b"state") and b"payload" in fields:
-                jobs.append(_job_info(queue, job_id, fields))
+                jobs.append(job_info(queue, job_id, fields))
             else:  # missing or foreign record: show it, with the reason, rather than hide it
-                jobs.append(_corrupt_info(queue, job_id, state, fields))
+                jobs.append(corrupt_info(queue, job_id, state, fields))
         return jobs
 
     def _lane_ids(self, keys: QueueKeys, start: int, wanted: int) -> list[bytes]:
@@ -539,141 +524,3 @@ class RedisStore:
         for conn in waiters:
             conn.disconnect()
         self._conn.close()
-
-
-def _unavailable_reason(exc: RedisError | RedisClusterException, message: str) -> str | None:
-    """The ``QueueUnavailable.reason`` for ``exc``, or None when it is not about availability.
-
-    redis-py strips the error code off some replies (``OOM ...`` becomes ``...``) but keeps
-    it in ``status_code``; replies it does not know keep the code as their first word.
-    """
-    if isinstance(exc, RedisClusterException):  # no reachable node, slot not covered
-        return "cluster"
-    if "max number of clients" in message:  # redis-py raises it as a ConnectionError
-        return "max_clients"
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    if isinstance(exc, AuthenticationError):
-        return "auth"
-    if isinstance(exc, BusyLoadingError):
-        return "loading"
-    if isinstance(exc, ConnectionError):
-        if "SSL" in message or "certificate" in message:  # wrong CA, expired cert, not TLS
-            return "tls"
-        return "pool_exhausted" if "No connection available" in message else "connection"
-    if isinstance(exc, ResponseError):
-        code = exc.status_code or message.split(" ", 1)[0]
-        return _UNAVAILABLE_CODES.get(code)
-    return None
-
-
-# --- reply parsing ----------------------------------------------------------------------
-def _control_args(job: NewJob) -> tuple[Arg, ...]:
-    """The controls field of enqueue.lua: '' for a plain job, else '1' and 13 fields."""
-    if (
-        job.unique_key is None
-        and job.throttle_key is None
-        and job.rate_key is None
-        and job.concurrency_key is None
-        and job.fairness_key is None
-    ):
-        return ("",)
-    return (
-        "1",
-        job.unique_key or "",
-        job.unique_scope.value,
-        job.unique_ttl_ms,
-        job.unique_policy.value,
-        job.throttle_key or "",
-        job.throttle_limit,
-        job.throttle_period_ms,
-        job.rate_key or "",
-        job.rate_limit,
-        job.rate_period_ms,
-        job.concurrency_key or "",
-        job.concurrency_limit,
-        job.lane or "",
-    )
-
-
-def _enqueue_result(job: NewJob, reply: list[Any], at: int) -> EnqueueResult:
-    created, state, outcome, duplicate_of = reply[at : at + ENQUEUE_FIELDS]
-    if created:  # the common case, without decoding
-        return EnqueueResult(job.id, True, _STATES[state])
-    holder = duplicate_of.decode() if duplicate_of else None
-    return EnqueueResult(
-        holder or job.id,
-        bool(created),
-        _state(state),
-        EnqueueOutcome(outcome.decode()),
-        holder,
-    )
-
-
-_STATES = {b"ready": JobState.READY, b"scheduled": JobState.SCHEDULED}
-
-
-def _flatten(leases: Sequence[Lease]) -> list[Arg]:
-    args: list[Arg] = []
-    for lease in leases:
-        args += (lease.id, lease.token)
-    return args
-
-
-def _score(raw: bytes) -> int:
-    # Redis prints integral scores as integers, but float() also reads "1.7e+12".
-    return int(float(raw))
-
-
-def _state(raw: bytes) -> JobState:
-    try:
-        return JobState(raw.decode())
-    except ValueError:
-        raise StoreError(f"stored job has an unknown state {raw!r}") from None
-
-
-def _opt_int(raw: bytes | None) -> int | None:
-    return int(raw) if raw else None
-
-
-def _opt_text(raw: bytes | None) -> str | None:
-    return raw.decode(errors="replace") if raw else None
-
-
-def _job_info(queue: str, job_id: str, fields: dict[bytes, bytes]) -> JobInfo:
-    get = fields.get
-    state = get(b"state")
-    return JobInfo(
-        id=job_id,
-        queue=queue,
-        task=get(b"task", b"").decode(),
-        state=_state(state) if state else JobState.DEAD,
-        payload=get(b"payload", b""),
-        priority=int(get(b"priority") or 0),
-        attempt=int(get(b"attempt") or 0),
-        max_attempts=int(get(b"max_attempts") or 0),
-        enqueued_at_ms=int(get(b"enq") or 0),
-        run_at_ms=_opt_int(get(b"run_at")),
-        finished_at_ms=_opt_int(get(b"fin")),
-        error=_opt_text(get(b"error")) or (None if state else CORRUPT_REASON),
-        traceback=_opt_text(get(b"tb")),
-        schema_version=int(get(b"v") or SCHEMA_VERSION),
-    )
-
-
-def _corrupt_info(queue: str, job_id: str, state: JobState, fields: object) -> JobInfo:
-    """A stand-in for an index entry whose job hash is missing or unreadable."""
-    found = fields if isinstance(fields, dict) else {}
-    return JobInfo(
-        id=job_id,
-        queue=queue,
-        task=found.get(b"task", b"").decode(errors="replace"),
-        state=state,
-        payload=b"",
-        priority=0,
-        attempt=0,
-        max_attempts=0,
-        enqueued_at_ms=0,
-        finished_at_ms=_opt_int(found.get(b"fin")),
-        error=_opt_text(found.get(b"error")) or CORRUPT_REASON,
-    )

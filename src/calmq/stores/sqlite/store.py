@@ -15,22 +15,16 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import secrets
 import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from calmq.errors import CalmqError, ConfigurationError, QueueUnavailable, StoreError
 from calmq.job import (
-    SCHEMA_VERSION,
     CancelOutcome,
     ClaimedJob,
     ClaimResult,
-    EnqueueOutcome,
     EnqueueResult,
     FailOutcome,
     JobInfo,
@@ -45,29 +39,19 @@ from calmq.job import (
 )
 from calmq.settings import Settings
 from calmq.stores.base import CAP_MULTI_PROCESS
-from calmq.stores.sqlite import controls, registry
+from calmq.stores.sqlite import admin, controls, registry
+from calmq.stores.sqlite.admin import BATCH
+from calmq.stores.sqlite.connection import MEMORY, Connections, check_environment
+from calmq.stores.sqlite.insert import insert_job
 from calmq.stores.sqlite.migrate import migrate
 from calmq.stores.sqlite.queries import load_queries
+from calmq.stores.sqlite.rows import claim_order, claimed_job, job_info
+from calmq.stores.sqlite.wakeups import Wakeups
 
-MEMORY = ":memory:"
-#: RETURNING (used by claim and rescue) arrived in SQLite 3.35.0.
-MIN_SQLITE_VERSION = (3, 35, 0)
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 20_000
-#: Rows touched per transaction by bulk admin operations (replay/purge all), so that
-#: a huge dead-letter store never holds the write lock for long.
-BATCH = 1_000
 #: Cross-process poll interval of wait_for_work: PRAGMA data_version is one page read.
 POLL_INTERVAL = 0.02
-
-# SQLite primary result codes (the low byte of an extended code).
-_BUSY, _LOCKED, _READONLY, _IOERR, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 5, 6, 8, 10, 11, 13, 14, 26
-
-_LIST_QUERY = {
-    JobState.READY: "list_ready",
-    JobState.SCHEDULED: "list_scheduled",
-    JobState.RUNNING: "list_running",
-}
 
 
 def _now_ms() -> int:
@@ -75,7 +59,12 @@ def _now_ms() -> int:
 
 
 class SqliteStore:
-    """A :class:`~calmq.stores.base.Store` in one SQLite file (or ``":memory:"``)."""
+    """A :class:`~calmq.stores.base.Store` in one SQLite file (or ``":memory:"``).
+
+    Connections (opening, pragmas, one per thread, error mapping) live in ``connection.py``,
+    admin reads and batched dead-letter operations in ``admin.py``, row decoding in
+    ``rows.py``; this class holds the store verbs and the in-process wake-ups.
+    """
 
     capabilities: frozenset[str]
     display_url: str
@@ -87,162 +76,40 @@ class SqliteStore:
         self._q = load_queries()
         self.display_url = f"sqlite:///{path}"
         self.capabilities = frozenset() if path == MEMORY else frozenset({CAP_MULTI_PROCESS})
-        self._closed = False
-        self._in_use = 0  # store calls in flight (a gauge for metrics)
-        self._local = threading.local()
-        self._registry_lock = threading.Lock()
-        self._registry: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        self._conns = Connections(path, self._busy_timeout, self._q)
         # Wakes wait_for_work in this process; one counter per queue limits spurious wakes.
-        self._cond = threading.Condition()
-        self._signals: dict[str, int] = {}
-        self._shared: sqlite3.Connection | None = None
-        self._shared_lock = threading.Lock()
-        _check_environment(path)
-        self._open_first_connection()
+        self._wakeups = Wakeups()
+        check_environment(path)
+        self._conns.open_first(migrate)  # closes what it opened if it fails
 
     def __repr__(self) -> str:
         return f"SqliteStore({self._path!r})"
 
     # ------------------------------------------------------------------ connections
 
-    def _open_first_connection(self) -> None:
-        try:
-            conn = self._open_connection()
-            migrate(conn)
-        except sqlite3.Error as exc:
-            self.close()
-            raise _startup_error(self._path, exc) from exc
-        except BaseException:
-            self.close()
-            raise
-        if self._path == MEMORY:
-            self._shared = conn
-        else:
-            self._register(conn)
-
-    def _open_connection(self) -> sqlite3.Connection:
-        # isolation_level=None: autocommit, so the only transactions are our explicit
-        # BEGIN IMMEDIATE ones (the sqlite3 module's implicit BEGIN DEFERRED would upgrade
-        # read locks to write locks mid-transaction and fail with SQLITE_BUSY at once).
-        # check_same_thread=False: a connection is used by its own thread only (or under
-        # the lock for :memory:), but close() must be able to close it from any thread.
-        # timeout=: SQLite's busy_timeout, the bound on waiting for another writer.
-        conn = sqlite3.connect(
-            self._path,
-            timeout=self._busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        try:
-            self._configure(conn)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    def _configure(self, conn: sqlite3.Connection) -> None:
-        conn.execute(self._q["schema_probe"]).fetchall()  # "not a database" surfaces here
-        if self._path != MEMORY:
-            # WAL is persistent in the file: set it once, read it back on later opens.
-            mode = conn.execute(self._q["get_journal_mode"]).fetchone()[0]
-            if str(mode).lower() != "wal":
-                mode = conn.execute(self._q["set_journal_mode_wal"]).fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise ConfigurationError(
-                    f"could not put {self._path} in WAL mode (got {mode!r}); SQLite WAL"
-                    " needs a local file system that supports shared memory"
-                )
-        conn.execute(self._q["set_synchronous_normal"])
-
-    def _register(self, conn: sqlite3.Connection) -> None:
-        with self._registry_lock:
-            if self._closed:
-                conn.close()
-                raise QueueUnavailable("the SQLite store is closed", reason="closed")
-            # Threads come and go (web servers); close connections of finished threads.
-            alive = [(t, c) for t, c in self._registry if t.is_alive()]
-            for thread, old in self._registry:
-                if not thread.is_alive():
-                    old.close()
-            self._registry = [*alive, (threading.current_thread(), conn)]
-        self._local.conn = conn
+    @property
+    def _closed(self) -> bool:
+        return self._conns.closed
 
     def _thread_connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = self._open_connection()
-            self._register(conn)
-        return conn
+        return self._conns.thread_connection()
 
-    @contextlib.contextmanager
-    def _use(self, action: str) -> Iterator[sqlite3.Connection]:
+    def _use(self, action: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         """A connection for this thread, with SQLite errors mapped to calmq errors."""
-        if self._closed:
-            raise QueueUnavailable("the SQLite store is closed", reason="closed")
-        self._in_use += 1
-        try:
-            if self._shared is None:
-                with self._map_errors(action):
-                    yield self._thread_connection()
-                return
-            yield from self._use_shared(action)
-        finally:
-            self._in_use -= 1
+        return self._conns.use(action)
+
+    def _write(self, action: str) -> contextlib.AbstractContextManager[sqlite3.Connection]:
+        """One short write transaction: BEGIN IMMEDIATE, the body, COMMIT (or ROLLBACK)."""
+        return self._conns.write(action)
 
     def connections_in_use(self) -> int:
         """Store calls in flight right now (each on its thread's connection)."""
-        return max(0, self._in_use)
-
-    def _use_shared(self, action: str) -> Iterator[sqlite3.Connection]:
-        # :memory: has one connection; bound the wait for it like a file's busy_timeout.
-        if not self._shared_lock.acquire(timeout=self._busy_timeout):
-            raise QueueUnavailable(
-                f"in-memory SQLite store busy for more than {self._busy_timeout}s"
-                f" while trying to {action}",
-                reason="busy",
-            )
-        try:
-            assert self._shared is not None
-            with self._map_errors(action):
-                yield self._shared
-        finally:
-            self._shared_lock.release()
-
-    @contextlib.contextmanager
-    def _write(self, action: str) -> Iterator[sqlite3.Connection]:
-        """One short write transaction: BEGIN IMMEDIATE, the body, COMMIT (or ROLLBACK)."""
-        with self._use(action) as conn:
-            # IMMEDIATE takes the write lock now (waiting at most busy_timeout), so the
-            # transaction never fails half-way on a read-to-write lock upgrade.
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-
-    @contextlib.contextmanager
-    def _map_errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except sqlite3.Error as exc:
-            raise _runtime_error(self._path, self._busy_timeout, action, exc) from exc
+        return self._conns.in_use()
 
     def close(self) -> None:
         """Close every connection this store opened. Idempotent."""
-        with self._registry_lock:
-            self._closed = True
-            registry, self._registry = self._registry, []
-        for _thread, conn in registry:
-            conn.close()
-        if self._shared is not None and self._shared_lock.acquire(timeout=5):
-            try:
-                self._shared.close()
-            finally:
-                self._shared_lock.release()
-        with self._cond:
-            self._cond.notify_all()
+        self._conns.close()
+        self._wakeups.wake_all()
 
     def now_ms(self) -> int:
         """The store's clock: this host's wall clock, in ms."""
@@ -284,55 +151,11 @@ class SqliteStore:
                 conn.execute(self._q["register_queue"], {"queue": name})
                 bounds[name] = controls.queue_bound(conn, self._q, name)
             results = [
-                self._insert(conn, job, first + i, now, bounds[job.queue])
+                insert_job(conn, self._q, job, first + i, now, bounds[job.queue])
                 for i, job in enumerate(jobs)
             ]
         self._notify(job.queue for job, r in zip(jobs, results, strict=True) if r.created)
         return results
-
-    def _insert(
-        self,
-        conn: sqlite3.Connection,
-        job: NewJob,
-        seq: int,
-        now: int,
-        bound: tuple[int, str] | None,
-    ) -> EnqueueResult:
-        # Plain jobs into an unbounded queue take the one-statement path below.
-        limited = controls.has_controls(job) or bound is not None
-        if limited:
-            refused = controls.admit(conn, self._q, job, now)
-            if refused is not None:
-                return refused
-        if bound is not None:
-            refused = controls.make_room(conn, self._q, job, now, bound)
-            if refused is not None:
-                return refused
-        due = job.run_at_ms if job.run_at_ms is not None else now + max(job.delay_ms, 0)
-        state = JobState.SCHEDULED if due > now else JobState.READY
-        stored = "waiting" if state is JobState.READY and job.lane is not None else state.value
-        params = {
-            "queue": job.queue,
-            "id": job.id,
-            "task": job.task,
-            "payload": job.payload,
-            "state": stored,
-            "priority": job.priority,
-            "max_attempts": job.max_attempts,
-            "seq": seq,
-            "now": now,
-            "run_at": max(due, now),
-            "v": SCHEMA_VERSION,
-        }
-        if limited:
-            params |= controls.insert_params(job)
-            conn.execute(self._q["insert_limited_job"], params)  # admit() saw no such id
-            controls.after_insert(conn, self._q, job, stored, seq, now)
-            return EnqueueResult(job.id, True, state)
-        if conn.execute(self._q["insert_job"], params).rowcount == 1:
-            return EnqueueResult(job.id, True, state)
-        row = conn.execute(self._q["job_state"], {"queue": job.queue, "id": job.id}).fetchone()
-        return EnqueueResult(job.id, False, _known_state(row[0]), EnqueueOutcome.EXISTS)
 
     # ------------------------------------------------------------------ workers
 
@@ -358,36 +181,20 @@ class SqliteStore:
             jobs = [self._claimed(conn, queue, row, lease) for row in rows]
             due_query = self._q["next_due_with_lanes" if has_lanes else "next_due"]
             next_due = conn.execute(due_query, {"queue": queue, "now": now}).fetchone()[0]
-        good = sorted((job for job in jobs if job is not None), key=_claim_order)
+        good = sorted((job for job in jobs if job is not None), key=claim_order)
         return ClaimResult([job for job, _seq in good], next_due, now)
 
     def _claimed(
         self, conn: sqlite3.Connection, queue: str, row: Any, lease: tuple[str, int, int]
     ) -> tuple[ClaimedJob, int] | None:
         """The claimed job and its seq, or None after dead-lettering a corrupt row."""
-        token, now, deadline = lease
-        rowid, job_id, task, payload, attempt, max_attempts, priority, enq, run_at, seq, v = row
-        problem = _row_problem(task, payload, (attempt, max_attempts, priority, enq, run_at), v)
-        if problem is not None:
-            error = f"undeliverable job dead-lettered by claim: {problem}"
-            conn.execute(self._q["dead_letter_row"], {"rowid": rowid, "now": now, "error": error})
+        decoded = claimed_job(queue, row, lease)
+        if isinstance(decoded, str):
+            error = f"undeliverable job dead-lettered by claim: {decoded}"
+            params = {"rowid": row[0], "now": lease[1], "error": error}
+            conn.execute(self._q["dead_letter_row"], params)
             return None
-        job = ClaimedJob(
-            id=str(job_id),
-            queue=queue,
-            task=task,
-            payload=payload,
-            token=token,
-            attempt=attempt,
-            max_attempts=max_attempts,
-            priority=priority,
-            enqueued_at_ms=enq,
-            lease_deadline_ms=deadline,
-            claimed_at_ms=now,
-            ready_at_ms=run_at,
-            schema_version=v,
-        )
-        return job, int(seq)
+        return decoded
 
     def _promote(self, conn: sqlite3.Connection, queue: str, now: int, limit: int) -> int:
         params = {"queue": queue, "now": now, "limit": limit}
@@ -537,24 +344,14 @@ class SqliteStore:
 
     # ------------------------------------------------------------------ waiting
 
-    def _notify(self, queues: Any) -> None:
-        names = set(queues)
-        if not names:
-            return
-        with self._cond:
-            for name in names:
-                self._signals[name] = self._signals.get(name, 0) + 1
-            self._cond.notify_all()
-
-    def _signal_state(self, queues: Sequence[str]) -> tuple[int, ...]:
-        return tuple(self._signals.get(name, 0) for name in queues)
+    def _notify(self, queues: Iterable[str]) -> None:
+        self._wakeups.notify(queues)
 
     def wait_for_work(self, queues: Sequence[str], timeout: float) -> bool:
         """Wait for a local notification, or for another process's commit that makes work
         claimable (``PRAGMA data_version``, polled), or for a scheduled job to fall due."""
         deadline = time.monotonic() + max(timeout, 0.0)
-        with self._cond:
-            seen = self._signal_state(queues)
+        seen = self._wakeups.seen(queues)
         version = self._data_version()
         if self._claimable(queues):
             return True
@@ -563,12 +360,10 @@ class SqliteStore:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            with self._cond:
-                if self._cond.wait_for(
-                    lambda: self._closed or self._signal_state(queues) != seen,
-                    timeout=min(POLL_INTERVAL, remaining),
-                ):
-                    return not self._closed
+            if self._wakeups.wait(
+                queues, seen, min(POLL_INTERVAL, remaining), lambda: self._closed
+            ):
+                return not self._closed
             if next_due is not None and _now_ms() >= next_due:
                 return True
             current = self._data_version()
@@ -588,35 +383,22 @@ class SqliteStore:
     def get_job(self, queue: str, job_id: str) -> JobInfo | None:
         """The job with that id in that queue, or None."""
         with self._use("read a job") as conn:
-            row = conn.execute(self._q["get_job"], {"queue": queue, "id": job_id}).fetchone()
-        return None if row is None else _job_info(row)
+            row = admin.read_job(conn, self._q, queue, job_id)
+        return None if row is None else job_info(row)
 
     def list_jobs(
         self, queue: str, state: JobState, *, offset: int = 0, limit: int = 100
     ) -> list[JobInfo]:
         """Jobs of one queue in one state, in that state's natural order."""
-        query = self._q[_LIST_QUERY.get(state, "list_finished")]
-        params = {"queue": queue, "state": state.value, "offset": offset, "limit": limit}
         with self._use("list jobs") as conn:
-            rows = conn.execute(query, params).fetchall()
-        return [_job_info(row) for row in rows]
+            rows = admin.list_rows(conn, self._q, queue, state, offset, limit)
+        return [job_info(row) for row in rows]
 
     def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
         """Jobs per state for the given queues, or for every known queue."""
         names = self.queues() if queues is None else list(queues)
         with self._use("count jobs") as conn:
-            return [self._count(conn, name) for name in names]
-
-    def _count(self, conn: sqlite3.Connection, queue: str) -> QueueCounts:
-        rows = conn.execute(self._q["count_states"], {"queue": queue}).fetchall()
-        by_state = {str(state): int(n) for state, n in rows}
-        return QueueCounts(
-            queue=queue,
-            ready=by_state.get("ready", 0) + by_state.get("waiting", 0),
-            scheduled=by_state.get("scheduled", 0),
-            running=by_state.get("running", 0),
-            dead=by_state.get("dead", 0),
-        )
+            return [admin.count(conn, self._q, name) for name in names]
 
     def queues(self) -> list[str]:
         """Names of every queue that ever received a job, sorted."""
@@ -659,11 +441,7 @@ class SqliteStore:
     def queue_config(self, queue: str) -> QueueConfig:
         """The queue's paused state and bound."""
         with self._use("read a queue's settings") as conn:
-            paused = bool(conn.execute(self._q["is_paused"], {"queue": queue}).fetchone()[0])
-            bound = controls.queue_bound(conn, self._q, queue)
-        if bound is None:
-            return QueueConfig(queue, paused)
-        return QueueConfig(queue, paused, bound[0], QueueOverflow(bound[1]))
+            return admin.queue_config(conn, self._q, queue)
 
     def replay_dead(self, queue: str, job_ids: Sequence[str] | None = None) -> int:
         """Dead jobs back to ready (attempt 0, a new place in line), in batches."""
@@ -679,157 +457,6 @@ class SqliteStore:
     def _in_batches(
         self, action: str, queue: str, job_ids: Sequence[str] | None, prefix: str, reseq: bool
     ) -> int:
-        """Run ``<prefix>_all`` until nothing is left, or ``<prefix>_ids`` per chunk of ids:
-        one short transaction per batch, so other writers get the lock in between."""
-        if job_ids is not None:
-            query = self._q[f"{prefix}_ids"]
-            unique = list(dict.fromkeys(job_ids))  # a repeated id must not take two seqs
-            chunks = [unique[i : i + BATCH] for i in range(0, len(unique), BATCH)]
-            return sum(self._batch(action, query, queue, chunk, reseq) for chunk in chunks)
-        total = 0
-        while True:
-            moved = self._batch(action, self._q[f"{prefix}_all"], queue, [], reseq)
-            total += moved
-            if moved < BATCH:
-                return total
-
-    def _batch(self, action: str, query: str, queue: str, ids: list[str], reseq: bool) -> int:
-        with self._write(action) as conn:
-            params = {"queue": queue, "now": _now_ms(), "limit": BATCH, "ids": json.dumps(ids)}
-            if not reseq:
-                moved: int = conn.execute(query, params).rowcount
-                return moved
-            rows = conn.execute(query, params).fetchall()
-            if rows:
-                # The statement numbered the rows base+1..base+moved: advance the counter.
-                conn.execute(self._q["bump_seq"], {"n": len(rows)})
-                controls.add_lanes(conn, self._q, queue, rows)
-        return len(rows)
-
-
-# ---------------------------------------------------------------------- helpers
-
-
-def _claim_order(item: tuple[ClaimedJob, int]) -> tuple[int, int]:
-    job, seq = item
-    return (-job.priority, seq)
-
-
-def _row_problem(task: Any, payload: Any, numbers: tuple[Any, ...], version: Any) -> str | None:
-    """Why a claimed row cannot be delivered, or None when it is sound."""
-    if not isinstance(payload, bytes):
-        return f"payload is {type(payload).__name__}, not bytes"
-    if not isinstance(task, str) or not task:
-        return "task name is missing"
-    if not all(isinstance(n, int) for n in numbers):
-        return "attempt, max_attempts, priority or a timestamp is not an integer"
-    if not isinstance(version, int) or not 1 <= version <= SCHEMA_VERSION:
-        return (
-            f"stored with unknown schema version {version!r} (this calmq reads 1..{SCHEMA_VERSION})"
-        )
-    return None
-
-
-def _known_state(value: Any) -> JobState:
-    try:
-        return controls.public_state(value)
-    except ValueError:
-        raise StoreError(f"stored job has unknown state {value!r}") from None
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) else None
-
-
-def _job_info(row: Any) -> JobInfo:
-    """An admin view of a row; tolerant of damaged fields except an unknown state."""
-    job_id, queue, task, state, payload, priority, attempt, max_att = row[:8]
-    enqueued_at, run_at, finished_at, error, traceback, version = row[8:]
-    return JobInfo(
-        id=str(job_id),
-        queue=str(queue),
-        task=task if isinstance(task, str) else "",
-        state=_known_state(state),
-        payload=payload if isinstance(payload, bytes) else b"",
-        priority=priority if isinstance(priority, int) else 0,
-        attempt=attempt if isinstance(attempt, int) else 0,
-        max_attempts=max_att if isinstance(max_att, int) else 0,
-        enqueued_at_ms=enqueued_at if isinstance(enqueued_at, int) else 0,
-        run_at_ms=_int_or_none(run_at),
-        finished_at_ms=_int_or_none(finished_at),
-        error=error if isinstance(error, str) else None,
-        traceback=traceback if isinstance(traceback, str) else None,
-        schema_version=version if isinstance(version, int) else SCHEMA_VERSION,
-    )
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    # Some errors (SQLITE_FULL, IOERR) already rolled the transaction back.
-    if conn.in_transaction:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-
-
-def _code(exc: sqlite3.Error) -> int:
-    return int(getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF
-
-
-def _runtime_error(path: str, busy: float, action: str, exc: sqlite3.Error) -> CalmqError:
-    """The calmq error for a SQLite error raised while serving a call."""
-    code = _code(exc)
-    if code in (_BUSY, _LOCKED):
-        return QueueUnavailable(
-            f"SQLite file {path} stayed locked by another writer for more than"
-            f" busy_timeout={busy}s while trying to {action}; retrying with the same job id"
-            " is safe",
-            reason="busy",
-        )
-    if code == _FULL:
-        return QueueUnavailable(
-            f"disk full: SQLite could not write to {path} while trying to {action}; the"
-            " transaction was rolled back and stored jobs are intact. Free disk space.",
-            reason="disk_full",
-        )
-    if code in (_IOERR, _READONLY, _CANTOPEN):
-        return QueueUnavailable(
-            f"SQLite I/O error on {path} while trying to {action}: {exc}", reason="io_error"
-        )
-    return StoreError(f"SQLite error on {path} while trying to {action}: {exc}")
-
-
-def _startup_error(path: str, exc: sqlite3.Error) -> CalmqError:
-    """The calmq error for a SQLite error raised while opening the store."""
-    code = _code(exc)
-    if code in (_BUSY, _LOCKED):
-        return QueueUnavailable(
-            f"SQLite file {path} stayed locked while opening it: {exc}", reason="busy"
-        )
-    if code in (_NOTADB, _CORRUPT):
-        return ConfigurationError(f"{path} is not a calmq SQLite database (or is damaged): {exc}")
-    if code in (_READONLY, _CANTOPEN, _IOERR):
-        return ConfigurationError(f"cannot open {path} for writing: {exc}")
-    return ConfigurationError(f"cannot open SQLite store {path}: {exc}")
-
-
-def _check_environment(path: str) -> None:
-    """Clear start-up errors instead of obscure failures at the first write."""
-    if sqlite3.sqlite_version_info < MIN_SQLITE_VERSION:
-        need = ".".join(map(str, MIN_SQLITE_VERSION))
-        raise ConfigurationError(
-            f"calmq needs SQLite >= {need} (for RETURNING); this Python links SQLite"
-            f" {sqlite3.sqlite_version}. Use a newer Python build, or the Redis store."
-        )
-    if path == MEMORY:
-        return
-    file = Path(path).absolute()
-    if not file.parent.is_dir():
-        raise ConfigurationError(f"directory {file.parent} for the SQLite store does not exist")
-    if file.is_dir():
-        raise ConfigurationError(f"SQLite store path {file} is a directory, not a file")
-    if file.exists() and not os.access(file, os.R_OK | os.W_OK):
-        raise ConfigurationError(f"SQLite store file {file} is not readable and writable")
-    if not os.access(file.parent, os.W_OK | os.X_OK):
-        raise ConfigurationError(
-            f"directory {file.parent} is not writable: SQLite needs to create its -wal and"
-            " -shm files next to the database"
+        return admin.in_batches(
+            self._write, self._q, _now_ms, action, queue, job_ids, prefix, reseq
         )

@@ -17,15 +17,13 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, ready, scheduled, lanes = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local id, ttl = ARGV[1], tonumber(ARGV[2])
-for _, pair in ipairs({{ready, 'zset'}, {scheduled, 'zset'}, {lanes, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{ready, 'zset'}, {scheduled, 'zset'}, {lanes, 'zset'}})
+if bad then return redis.error_reply(bad) end
 
 local jk = tag .. ':job:' .. id
 local f = redis.pcall('HMGET', jk, 'state', 'token', 'lane', 'uk')
@@ -54,8 +52,7 @@ if f[4] and f[4] ~= '' then
     redis.call('DEL', key)
   end
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('HDEL', jk, 'payload', 'tb')
 redis.call('HSET', jk, 'state', 'cancelled', 'fin', now, 'token', '', 'error', 'cancelled')
 if ttl > 0 then redis.call('PEXPIRE', jk, ttl) else redis.call('DEL', jk) end

@@ -35,26 +35,15 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key, lane, rate or concurrency key of
 --         the wrong type), raised before the first write
 
+-- @include lib/foreign.lua
+-- @include lib/check_type.lua
+-- @include lib/check_counter.lua
+-- @include lib/now_ms.lua
+
 local tag, ready, scheduled, leases, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local wake, seq_key, token_key, paused, lanes = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
 local limit, lease_ms = tonumber(ARGV[1]), tonumber(ARGV[2])
 local promote_limit, version, lane_scan = tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
-
-local function foreign(key, found, want)
-  error({err = 'calmq: foreign data in ' .. key .. ' (a ' .. found .. ', expected a ' .. want .. ')'})
-end
-
-local function check_type(key, want)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= want then foreign(key, found, want) end
-  return found
-end
-
-local function check_counter(key)
-  check_type(key, 'string')
-  local value = redis.call('GET', key)
-  if value and not tonumber(value) then foreign(key, 'non-integer string', 'integer') end
-end
 
 local function lane_key(lane) return tag .. ':lane:' .. lane end
 
@@ -79,8 +68,7 @@ check_counter(seq_key)
 check_counter(token_key)
 check_type(lanes, 'zset')
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local deadline = now + lease_ms
 
 local function next_due()

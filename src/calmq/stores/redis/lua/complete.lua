@@ -15,18 +15,15 @@
 -- Errors: "calmq: foreign data in <key>" (leases or wake of the wrong type), raised before
 --         any write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, leases, wake = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
-for _, pair in ipairs({{leases, 'zset'}, {wake, 'list'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{leases, 'zset'}, {wake, 'list'}})
+if bad then return redis.error_reply(bad) end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local out = {}
 local freed = false
 -- Release what a finished job held: its concurrency slot and its unique key.

@@ -32,25 +32,14 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key, job key or derived key of the wrong
 --         type), raised before the first write
 
+-- @include lib/foreign.lua
+-- @include lib/check_type.lua
+-- @include lib/check_counter.lua
+-- @include lib/now_ms.lua
+
 local tag, ready, scheduled, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes, config, dead = KEYS[6], KEYS[7], KEYS[8]
 local version = ARGV[1]
-
-local function foreign(key, found, want)
-  error({err = 'calmq: foreign data in ' .. key .. ' (a ' .. found .. ', expected a ' .. want .. ')'})
-end
-
-local function check_type(key, want)
-  local found = redis.call('TYPE', key)['ok']
-  if found ~= 'none' and found ~= want then foreign(key, found, want) end
-  return found
-end
-
-local function check_counter(key)
-  check_type(key, 'string')
-  local value = redis.call('GET', key)
-  if value and not tonumber(value) then foreign(key, 'non-integer string', 'integer') end
-end
 
 -- Find where each job starts (8 fields, 13 more when it carries controls). Plain jobs are
 -- read straight from ARGV; only jobs with controls get a table.
@@ -98,8 +87,7 @@ for _, b in ipairs(starts) do
   if j and j.lane ~= '' then check_type(tag .. ':lane:' .. j.lane, 'zset') end
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 -- One INCRBY for the batch; a duplicate id inside the batch just leaves a gap in seq.
 local seq = 0
 if fresh > 0 then seq = redis.call('INCRBY', seq_key, fresh) - fresh end

@@ -11,14 +11,14 @@
 -- Returns: array of the ids whose lease is no longer ours
 -- Errors: "calmq: foreign data in <key>" (leases of the wrong type), raised before any write
 
-local tag, leases = KEYS[1], KEYS[2]
-local found = redis.call('TYPE', leases)['ok']
-if found ~= 'none' and found ~= 'zset' then
-  return redis.error_reply('calmq: foreign data in ' .. leases .. ' (a ' .. found .. ', expected a zset)')
-end
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
 
-local t = redis.call('TIME')
-local deadline = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[1])
+local tag, leases = KEYS[1], KEYS[2]
+local bad = foreign_type({{leases, 'zset'}})
+if bad then return redis.error_reply(bad) end
+
+local deadline = now_ms() + tonumber(ARGV[1])
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]

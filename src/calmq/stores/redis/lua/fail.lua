@@ -20,16 +20,14 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, leases, scheduled, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local id, token, err, tb, retry_in = ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5]
 
-for _, pair in ipairs({{leases, 'zset'}, {scheduled, 'zset'}, {dead, 'zset'}, {wake, 'list'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{leases, 'zset'}, {scheduled, 'zset'}, {dead, 'zset'}, {wake, 'list'}})
+if bad then return redis.error_reply(bad) end
 
 local ttl = tonumber(ARGV[6]) or 0
 local jk = tag .. ':job:' .. id
@@ -38,8 +36,7 @@ if f.err or f[2] ~= 'running' or (f[1] ~= token and f[1] ~= 'x:' .. token) then
   return 'stale'
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 redis.call('ZREM', leases, id)
 if f[3] and f[3] ~= '' then
   redis.pcall('ZREM', tag .. ':conc:' .. f[3], id)

@@ -7,14 +7,11 @@
 -- Errors: "calmq: foreign data in <key>" (a registry key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+
 local info, seen = KEYS[1], KEYS[2]
-for _, pair in ipairs({{info, 'hash'}, {seen, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{info, 'hash'}, {seen, 'zset'}})
+if bad then return redis.error_reply(bad) end
 
 local removed = redis.call('ZREM', seen, ARGV[1])
 if redis.call('HDEL', info, ARGV[1]) == 1 then removed = 1 end

@@ -13,19 +13,16 @@
 -- Errors: "calmq: foreign data in <key>" (a registry key of the wrong type) or
 --         "calmq: heartbeat ttl_ms must be a number", raised before the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local info, seen = KEYS[1], KEYS[2]
-for _, pair in ipairs({{info, 'hash'}, {seen, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{info, 'hash'}, {seen, 'zset'}})
+if bad then return redis.error_reply(bad) end
 local ttl = tonumber(ARGV[3])
 if not ttl then return redis.error_reply('calmq: heartbeat ttl_ms must be a number') end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', seen, '-inf', now, 'LIMIT', 0, tonumber(ARGV[4]))
 if #expired > 0 then
   redis.call('ZREM', seen, unpack(expired))

@@ -11,17 +11,14 @@
 -- Errors: "calmq: foreign data in <key>" (a registry key of the wrong type), raised before
 --         the first write
 
-local info, seen = KEYS[1], KEYS[2]
-for _, pair in ipairs({{info, 'hash'}, {seen, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local info, seen = KEYS[1], KEYS[2]
+local bad = foreign_type({{info, 'hash'}, {seen, 'zset'}})
+if bad then return redis.error_reply(bad) end
+
+local now = now_ms()
 local expired = redis.call('ZRANGEBYSCORE', seen, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 if #expired > 0 then
   redis.call('ZREM', seen, unpack(expired))

@@ -13,23 +13,20 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, scheduled, ready, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes = KEYS[6]
-for _, pair in ipairs({{scheduled, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'},
-    {lanes, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{scheduled, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'},
+    {lanes, 'zset'}})
+if bad then return redis.error_reply(bad) end
 local current = redis.call('GET', seq_key)
 if current and not tonumber(current) then
   return redis.error_reply('calmq: foreign data in ' .. seq_key .. ' (not an integer)')
 end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then return 0 end
 local seq = redis.call('INCRBY', seq_key, #due) - #due

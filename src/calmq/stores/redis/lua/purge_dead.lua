@@ -7,11 +7,11 @@
 -- Returns: number of jobs deleted
 -- Errors: "calmq: foreign data in <key>" (dead of the wrong type), raised before any write
 
+-- @include lib/foreign_type.lua
+
 local tag, dead = KEYS[1], KEYS[2]
-local found = redis.call('TYPE', dead)['ok']
-if found ~= 'none' and found ~= 'zset' then
-  return redis.error_reply('calmq: foreign data in ' .. dead .. ' (a ' .. found .. ', expected a zset)')
-end
+local bad = foreign_type({{dead, 'zset'}})
+if bad then return redis.error_reply(bad) end
 
 local ids = {}
 if #ARGV > 1 then

@@ -16,18 +16,15 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, leases, ready, wake, lanes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local ttl = tonumber(ARGV[1])
-for _, pair in ipairs({{leases, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {lanes, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{leases, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {lanes, 'zset'}})
+if bad then return redis.error_reply(bad) end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local released = 0
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]

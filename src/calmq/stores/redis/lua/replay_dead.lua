@@ -16,16 +16,13 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+
 local tag, dead, ready, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes = KEYS[6]
-for _, pair in ipairs({{dead, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'},
-    {lanes, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{dead, 'zset'}, {ready, 'zset'}, {wake, 'list'}, {seq_key, 'string'},
+    {lanes, 'zset'}})
+if bad then return redis.error_reply(bad) end
 local current = redis.call('GET', seq_key)
 if current and not tonumber(current) then
   return redis.error_reply('calmq: foreign data in ' .. seq_key .. ' (not an integer)')

@@ -20,21 +20,18 @@
 -- Errors: "calmq: foreign data in <key>" (a queue key of the wrong type), raised before
 --         the first write
 
+-- @include lib/foreign_type.lua
+-- @include lib/now_ms.lua
+
 local tag, leases, ready, dead, wake = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes = KEYS[6]
 local limit, dead_ttl, version = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
 local completed_ttl = tonumber(ARGV[4]) or 0
-for _, pair in ipairs({{leases, 'zset'}, {ready, 'zset'}, {dead, 'zset'}, {wake, 'list'},
-    {lanes, 'zset'}}) do
-  local found = redis.call('TYPE', pair[1])['ok']
-  if found ~= 'none' and found ~= pair[2] then
-    return redis.error_reply('calmq: foreign data in ' .. pair[1] .. ' (a ' .. found
-      .. ', expected a ' .. pair[2] .. ')')
-  end
-end
+local bad = foreign_type({{leases, 'zset'}, {ready, 'zset'}, {dead, 'zset'}, {wake, 'list'},
+    {lanes, 'zset'}})
+if bad then return redis.error_reply(bad) end
 
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = now_ms()
 local requeued, buried = {}, {}
 local expired = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, limit)
 for _, id in ipairs(expired) do

@@ -13,7 +13,7 @@ import msgspec
 
 from calmq.job import WorkerInfo
 from calmq.stores.base import Store
-from calmq.testing.conformance import poll
+from calmq.testing.conformance.helpers import poll
 
 __all__ = ["TestWorkerRegistry"]
 

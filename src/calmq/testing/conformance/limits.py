@@ -34,7 +34,7 @@ from calmq.job import (
 )
 from calmq.settings import Settings
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
-from calmq.testing.conformance import (
+from calmq.testing.conformance.helpers import (
     LONG_LEASE_MS,
     QUEUE,
     SHORT_LEASE_MS,

@@ -1,0 +1,198 @@
+"""Translating between calmq records and the Redis store's replies and arguments.
+
+Script arguments built from records (:func:`control_args`, :func:`flatten`), flat script
+replies decoded into records (:func:`enqueue_result`, :func:`job_info`, ...), and error
+replies classified as "the server cannot take this now" (:func:`unavailable_reason`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from redis.exceptions import (
+    AuthenticationError,
+    BusyLoadingError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TimeoutError,
+)
+
+from calmq.errors import StoreError
+from calmq.job import (
+    SCHEMA_VERSION,
+    EnqueueOutcome,
+    EnqueueResult,
+    JobInfo,
+    JobState,
+    Lease,
+    NewJob,
+)
+from calmq.stores.redis.scripts import Arg
+
+#: Each enqueued job comes back as this many entries of the flat reply of enqueue.lua.
+ENQUEUE_FIELDS = 4
+CORRUPT_REASON = "job record missing or corrupt"
+
+# First word of a Redis error reply -> QueueUnavailable.reason. These mean "the server
+# cannot take this write right now", not "calmq's data is wrong".
+_UNAVAILABLE_CODES = {
+    "OOM": "oom",
+    "MISCONF": "misconf",
+    "READONLY": "readonly",
+    "LOADING": "loading",
+    "BUSY": "busy",
+    "NOREPLICAS": "noreplicas",
+    "MASTERDOWN": "masterdown",
+    "NOAUTH": "auth",
+    "WRONGPASS": "auth",
+    "NOPERM": "auth",
+    "CLUSTERDOWN": "clusterdown",
+    "TRYAGAIN": "tryagain",
+}
+
+
+def unavailable_reason(exc: RedisError | RedisClusterException, message: str) -> str | None:
+    """The ``QueueUnavailable.reason`` for ``exc``, or None when it is not about availability.
+
+    redis-py strips the error code off some replies (``OOM ...`` becomes ``...``) but keeps
+    it in ``status_code``; replies it does not know keep the code as their first word.
+    """
+    if isinstance(exc, RedisClusterException):  # no reachable node, slot not covered
+        return "cluster"
+    if "max number of clients" in message:  # redis-py raises it as a ConnectionError
+        return "max_clients"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, AuthenticationError):
+        return "auth"
+    if isinstance(exc, BusyLoadingError):
+        return "loading"
+    if isinstance(exc, ConnectionError):
+        if "SSL" in message or "certificate" in message:  # wrong CA, expired cert, not TLS
+            return "tls"
+        return "pool_exhausted" if "No connection available" in message else "connection"
+    if isinstance(exc, ResponseError):
+        code = exc.status_code or message.split(" ", 1)[0]
+        return _UNAVAILABLE_CODES.get(code)
+    return None
+
+
+def control_args(job: NewJob) -> tuple[Arg, ...]:
+    """The controls field of enqueue.lua: '' for a plain job, else '1' and 13 fields."""
+    if (
+        job.unique_key is None
+        and job.throttle_key is None
+        and job.rate_key is None
+        and job.concurrency_key is None
+        and job.fairness_key is None
+    ):
+        return ("",)
+    return (
+        "1",
+        job.unique_key or "",
+        job.unique_scope.value,
+        job.unique_ttl_ms,
+        job.unique_policy.value,
+        job.throttle_key or "",
+        job.throttle_limit,
+        job.throttle_period_ms,
+        job.rate_key or "",
+        job.rate_limit,
+        job.rate_period_ms,
+        job.concurrency_key or "",
+        job.concurrency_limit,
+        job.lane or "",
+    )
+
+
+def enqueue_result(job: NewJob, reply: list[Any], at: int) -> EnqueueResult:
+    """The result for ``job`` from its 4 entries of enqueue.lua's reply, starting at ``at``."""
+    created, state, outcome, duplicate_of = reply[at : at + ENQUEUE_FIELDS]
+    if created:  # the common case, without decoding
+        return EnqueueResult(job.id, True, _STATES[state])
+    holder = duplicate_of.decode() if duplicate_of else None
+    return EnqueueResult(
+        holder or job.id,
+        bool(created),
+        parse_state(state),
+        EnqueueOutcome(outcome.decode()),
+        holder,
+    )
+
+
+_STATES = {b"ready": JobState.READY, b"scheduled": JobState.SCHEDULED}
+
+
+def flatten(leases: Sequence[Lease]) -> list[Arg]:
+    """Leases as the flat ``id, token, ...`` ARGV tail of the lease scripts."""
+    args: list[Arg] = []
+    for lease in leases:
+        args += (lease.id, lease.token)
+    return args
+
+
+def score(raw: bytes) -> int:
+    """A sorted-set score (ms or seq) as an int."""
+    # Redis prints integral scores as integers, but float() also reads "1.7e+12".
+    return int(float(raw))
+
+
+def parse_state(raw: bytes) -> JobState:
+    """A stored state name as a :class:`JobState`; ``StoreError`` for an unknown one."""
+    try:
+        return JobState(raw.decode())
+    except ValueError:
+        raise StoreError(f"stored job has an unknown state {raw!r}") from None
+
+
+def opt_int(raw: bytes | None) -> int | None:
+    """An optional integer field (empty or missing: None)."""
+    return int(raw) if raw else None
+
+
+def opt_text(raw: bytes | None) -> str | None:
+    """An optional text field (empty or missing: None), decoded leniently."""
+    return raw.decode(errors="replace") if raw else None
+
+
+def job_info(queue: str, job_id: str, fields: dict[bytes, bytes]) -> JobInfo:
+    """An admin view of a job hash; a hash without a state reads as dead and corrupt."""
+    get = fields.get
+    state = get(b"state")
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        task=get(b"task", b"").decode(),
+        state=parse_state(state) if state else JobState.DEAD,
+        payload=get(b"payload", b""),
+        priority=int(get(b"priority") or 0),
+        attempt=int(get(b"attempt") or 0),
+        max_attempts=int(get(b"max_attempts") or 0),
+        enqueued_at_ms=int(get(b"enq") or 0),
+        run_at_ms=opt_int(get(b"run_at")),
+        finished_at_ms=opt_int(get(b"fin")),
+        error=opt_text(get(b"error")) or (None if state else CORRUPT_REASON),
+        traceback=opt_text(get(b"tb")),
+        schema_version=int(get(b"v") or SCHEMA_VERSION),
+    )
+
+
+def corrupt_info(queue: str, job_id: str, state: JobState, fields: object) -> JobInfo:
+    """A stand-in for an index entry whose job hash is missing or unreadable."""
+    found = fields if isinstance(fields, dict) else {}
+    return JobInfo(
+        id=job_id,
+        queue=queue,
+        task=found.get(b"task", b"").decode(errors="replace"),
+        state=state,
+        payload=b"",
+        priority=0,
+        attempt=0,
+        max_attempts=0,
+        enqueued_at_ms=0,
+        finished_at_ms=opt_int(found.get(b"fin")),
+        error=opt_text(found.get(b"error")) or CORRUPT_REASON,
+    )
