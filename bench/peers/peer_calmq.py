@@ -7,7 +7,8 @@ the idiomatic form and what the sync peers do. ``peer_calmq_async.py`` is the sa
 with an ``async def`` job using ``redis.asyncio``.
 
 Knobs (environment):
-  PEERS_CALMQ_TUNED    worker flags of the tuned mode (default "--processes 2 --concurrency 32")
+  PEERS_CALMQ_TUNED    worker flags of the tuned mode (default "--pool solo --concurrency 64
+                       --processes 2": best drain of the interleaved pre-scan bench/calmq_tuning.sh)
   PEERS_CALMQ_DEFAULT  worker flags of the default mode (default "--concurrency 16", the CLI default)
 """
 
@@ -25,11 +26,17 @@ HAS_BULK = True  # task.enqueue_many: one store call (one Lua script) per 1,000 
 PORT = int(os.environ.get("PEERS_REDIS_PORT", "6390"))
 URL = f"redis://127.0.0.1:{PORT}/0"
 DEFAULT_ARGS = os.environ.get("PEERS_CALMQ_DEFAULT", "--concurrency 16").split()
-TUNED_ARGS = os.environ.get("PEERS_CALMQ_TUNED", "--processes 2 --concurrency 32").split()
-SETTINGS = {
-    "default": "calmq worker " + " ".join(DEFAULT_ARGS) + " (1 process, sync job on threads)",
-    "tuned": "calmq worker " + " ".join(TUNED_ARGS) + " (sync job on threads)",
-}
+TUNED_ARGS = os.environ.get(
+    "PEERS_CALMQ_TUNED", "--pool solo --concurrency 64 --processes 2"
+).split()
+
+
+def _describe(args):
+    where = "on the worker's thread" if "solo" in args else "on threads"
+    return "calmq worker " + " ".join(args) + f" (sync job {where})"
+
+
+SETTINGS = {"default": _describe(DEFAULT_ARGS), "tuned": _describe(TUNED_ARGS)}
 
 app = App(settings=Settings(url=URL, key_prefix="bench"))
 _r = redis.Redis(port=PORT)
@@ -65,8 +72,8 @@ def _produce_paced(task, rate, duration):
 
 def _worker_cmd(module, mode):
     flags = TUNED_ARGS if mode == "tuned" else DEFAULT_ARGS
-    # --log-level warning would be quieter, but the CLI default (info) logs only lifecycle lines,
-    # never per job, so the default is kept.
+    # The CLI default log level (info) writes one line per finished job (calmq.jobs logger) to
+    # the harness's worker log; it is kept in both modes (docs/benchmarks.md measures its cost).
     return [common.bin_path("calmq"), "worker", f"{module}:app", "--queues", "default", *flags], {}
 
 

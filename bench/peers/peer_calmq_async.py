@@ -14,8 +14,7 @@ from calmq import App, Settings
 NAME = "calmq_async"
 HAS_BULK = True
 SETTINGS = {
-    k: v.replace("sync job on threads", "async job, redis.asyncio")
-    for k, v in base.SETTINGS.items()
+    k: v.split(" (sync job")[0] + " (async job, redis.asyncio)" for k, v in base.SETTINGS.items()
 }
 version = base.version
 

@@ -205,7 +205,7 @@ class App:
             ]
             call_ms = (time.perf_counter() - started) * 1000
             self._enqueue_watch.record(batch[0].queue, call_ms)
-            if self.events:
+            if self.events.wants(EventKind.ENQUEUED) or self.events.wants(EventKind.THROTTLED):
                 self._emit_enqueued(done, call_ms)
             jobs.extend(done)
         _raise_refusals(new_jobs, jobs)

@@ -35,6 +35,11 @@ FIELDS = ("event", "job_id", "task", "queue", "attempt", "max_attempts", "wait_m
           "error", "count", "detail")  # fmt: skip
 
 
+def enabled_kinds() -> set[EventKind]:
+    """The outcomes the ``calmq.jobs`` logger would print at its current level."""
+    return {kind for kind, level in OUTCOME_LEVELS.items() if job_log.isEnabledFor(level)}
+
+
 def log_event(event: Event) -> None:
     """Event hook: one log line per job outcome."""
     level = OUTCOME_LEVELS.get(event.kind)

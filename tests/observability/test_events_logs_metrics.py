@@ -194,3 +194,44 @@ def test_worker_serves_metrics_summed_over_processes(
         app.close()
     lines = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
     assert sum(1 for r in lines if r.get("event") == "succeeded") == 20
+
+
+def test_hooks_for_some_kinds_only_skip_building_the_rest() -> None:
+    from calmq.events import Hooks
+
+    hooks, got = Hooks(), []
+    assert not hooks.wants(EventKind.SUCCEEDED)
+    hooks.subscribe(got.append, {EventKind.DEAD})
+    assert hooks.wants(EventKind.DEAD) and not hooks.wants(EventKind.SUCCEEDED)
+    hooks.emit(Event(EventKind.SUCCEEDED, "q"))
+    hooks.emit(Event(EventKind.DEAD, "q"))
+    assert [e.kind for e in got] == [EventKind.DEAD]
+    hooks.subscribe(got.append)
+    assert hooks.wants(EventKind.SUCCEEDED)
+    hooks.unsubscribe(got.append)
+    assert not hooks.wants(EventKind.DEAD)
+
+
+def test_a_worker_logging_at_warning_builds_no_success_events(app: App, tmp_path: Path) -> None:
+    from calmq.worker.worker import Worker, WorkerConfig
+
+    job_log = logging.getLogger("calmq.jobs")
+    old = job_log.level
+    job_log.setLevel(logging.WARNING)
+    try:
+        worker = Worker(app, WorkerConfig(burst=True, max_idle_wait=0.05))
+        import asyncio
+
+        async def main() -> None:
+            task = asyncio.create_task(worker.run())
+            await asyncio.sleep(0)
+            while not hasattr(worker, "_subscribed"):
+                await asyncio.sleep(0.001)
+            assert not app.events.wants(EventKind.SUCCEEDED)
+            assert app.events.wants(EventKind.DEAD)  # trouble is still logged
+            await task
+
+        app.enqueue("append", str(tmp_path / "out"), "x")
+        asyncio.run(main())
+    finally:
+        job_log.setLevel(old)

@@ -28,7 +28,7 @@ from calmq.app import App
 from calmq.errors import CalmqError, ConfigurationError
 from calmq.events import Event, EventKind, Hook
 from calmq.job import ClaimedJob, FailOutcome, WorkerInfo
-from calmq.logs import log_event
+from calmq.logs import enabled_kinds, log_event
 from calmq.retry import Backoff
 from calmq.stores import open_store
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
@@ -207,9 +207,14 @@ class Worker:
             asyncio.create_task(self.maintenance.run_forever(self.stopping), name="calmq-maint"),
         ]
         self.keeper.start()
-        self._subscribed = [*self.hooks, *([log_event] if self.config.log_jobs else [])]
-        for hook in self._subscribed:
+        self._subscribed = list(self.hooks)
+        for hook in self.hooks:
             self.events.subscribe(hook)
+        if self.config.log_jobs:
+            # Only the outcomes the logger prints at its level: at WARNING, the hot path
+            # builds no event for a claimed or succeeded job.
+            self.events.subscribe(log_event, enabled_kinds())
+            self._subscribed.append(log_event)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -302,7 +307,7 @@ class Worker:
         self.stats.claimed += len(claimed)
         for job in claimed:
             self.inflight.add(job)
-        if self.events:
+        if self.events.wants(EventKind.CLAIMED):
             for job in claimed:
                 wait = max(0, job.claimed_at_ms - job.ready_at_ms)
                 self._emit(EventKind.CLAIMED, job, wait_ms=float(wait))
@@ -374,7 +379,7 @@ class Worker:
     def _on_acked(self, job: ClaimedJob, acked: bool | None, run_ms: float) -> None:
         if acked:
             self.stats.succeeded += 1
-            if self.events:
+            if self.events.wants(EventKind.SUCCEEDED):
                 self._emit(EventKind.SUCCEEDED, job, run_ms=run_ms)
         elif acked is None:
             self._emit(EventKind.STALE, job, run_ms=run_ms,
