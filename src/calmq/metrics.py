@@ -53,6 +53,7 @@ class Metrics:
         _require()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._children: dict[tuple[object, ...], Any] = {}
         self.jobs = Counter("calmq_jobs", "Job lifecycle outcomes.",
                             ["queue", "task", "outcome"], registry=r)  # fmt: skip
         self.wait = Histogram("calmq_job_wait_seconds", "From ready to claimed (store clock).",
@@ -79,11 +80,11 @@ class Metrics:
         """Event hook: count outcomes, observe wait/run/enqueue times."""
         kind = event.kind
         if kind in COUNTED:
-            self.jobs.labels(event.queue, event.task, kind.value).inc(event.count)
+            self._child(self.jobs, event.queue, event.task, kind.value).inc(event.count)
         if kind is EventKind.CLAIMED and event.wait_ms is not None:
-            self.wait.labels(event.queue, event.task).observe(event.wait_ms / 1000)
+            self._child(self.wait, event.queue, event.task).observe(event.wait_ms / 1000)
         elif kind in (EventKind.SUCCEEDED, EventKind.FAILED) and event.run_ms is not None:
-            self.run.labels(event.queue, event.task).observe(event.run_ms / 1000)
+            self._child(self.run, event.queue, event.task).observe(event.run_ms / 1000)
         elif kind is EventKind.ENQUEUED and event.run_ms is not None:
             self.enqueue.labels(event.queue).observe(event.run_ms / 1000)
         elif kind is EventKind.RESCUED:
@@ -92,6 +93,15 @@ class Metrics:
             self.alerts.labels(event.detail.split(":", 1)[0], event.queue).inc()
         elif kind is EventKind.QUEUE_SAMPLE and event.values:
             self._sampled(event.queue, event.values)
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, cached: the lookup costs more than the increment and
+        runs for every job."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _sampled(self, queue: str, values: dict[str, float]) -> None:
         if not queue:  # a store-wide sample from a worker
