@@ -207,6 +207,10 @@ class LaneClaim:
     ) -> None:
         self.conn, self.q, self.queue = conn, q, queue
         self.token, self.now, self.deadline = lease
+        # Rate windows counted once per claim call, then kept up to date here: counting the
+        # window again for each job made a high limit cost O(window) per job.
+        self._windows: dict[str, list[Any]] = {}
+        self._running: dict[str, list[Any]] = {}  # the same for concurrency keys
 
     def run(self, limit: int) -> list[Row]:
         """Claim up to ``limit`` jobs, one per open lane (and one plain job) per pass."""
@@ -251,14 +255,23 @@ class LaneClaim:
             return None
         rowid, rate_key, rate_limit, rate_period, conc_key, conc_limit = head
         if rate_key is not None:
-            count, oldest = _window(conn, q, self.queue, "r", rate_key, rate_period, self.now)
+            window = self._windows.get(rate_key)
+            if window is None:
+                count, oldest = _window(conn, q, self.queue, "r", rate_key, rate_period, self.now)
+                window = self._windows[rate_key] = [count, oldest]
+            count, oldest = window
             if count >= rate_limit:
                 until = (oldest if oldest is not None else self.now) + rate_period
                 conn.execute(q["block_lane"], {**key, "until": until})
                 return None
         if conc_key is not None:
-            params = {"queue": self.queue, "conc_key": conc_key, "now": self.now}
-            running, first_end = conn.execute(q["count_conc"], params).fetchone()
+            held = self._running.get(conc_key)
+            if held is None:
+                params = {"queue": self.queue, "conc_key": conc_key, "now": self.now}
+                held = self._running[conc_key] = list(
+                    conn.execute(q["count_conc"], params).fetchone()
+                )
+            running, first_end = held
             if running >= conc_limit:
                 until = first_end if first_end is not None else self.now + CONC_RECHECK_MS
                 conn.execute(q["block_lane"], {**key, "until": until})
@@ -269,6 +282,9 @@ class LaneClaim:
             event = {"queue": self.queue, "kind": "r", "key": rate_key, "now": self.now,
                      "period": rate_period, "member": f"{row[1]}:{self.token}"}  # fmt: skip
             conn.execute(q["window_add"], event)
+            self._windows[rate_key][0] += 1
+        if conc_key is not None:
+            self._running[conc_key][0] += 1
         conn.execute(q["turn_lane"], {**key, "turn": next(self.turns)})
         return row
 
