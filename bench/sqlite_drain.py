@@ -131,6 +131,8 @@ def drain(url, n, processes, concurrency, timeout, logf):
         str(concurrency),
         "--processes",
         str(processes),
+        "--pool",
+        os.environ.get("BENCH_POOL", "threads"),
     ]
     env = dict(os.environ, BENCH_URL=url, PYTHONPATH=HERE, PEERS_REDIS_PORT=str(PORT))
     logf.write(f"\n==== {time.ctime()} {url} {argv}\n".encode())
