@@ -180,7 +180,7 @@ def print_summary(console: Any, tally: Tally, stats: Any, elapsed: float, app: A
         ("jobs enqueued", f"{tally.enqueued}"),
         ("jobs finished", f"{tally.finished} ({stats.succeeded} succeeded, {tally.dead} dead)"),
         ("retries", f"{tally.retried}"),
-        ("dead letters", f"{tally.dead} (see: calmq dead list --url ...)"),
+        ("dead letters", f"{tally.dead} (see: calmq dead list --url {app.store_display_url})"),
         ("elapsed", f"{elapsed:.1f} s ({tally.finished / max(elapsed, 1e-9):.0f} jobs/s overall)"),
         ("wait time p50 / p99", f"{percentile(stats.wait_ms, 50):.0f} / "
                                 f"{percentile(stats.wait_ms, 99):.0f} ms"),
