@@ -707,10 +707,11 @@ def disk_full(work: Path, store: str, n: int, *, crash_while_full: bool = False)
     assert out.gave_up == 0
     if crash_while_full:
         # Redis itself acknowledges the write that hit ENOSPC under everysec (aof.c keeps it
-        # in the buffer); a crash before space returns loses it. At most that one write.
-        result.notes += f"; lost ids {sorted(c.lost)} (Redis acked the write that hit ENOSPC)"
-        assert len(c.lost) <= 1, f"lost {len(c.lost)} acknowledged jobs"
-        return _finish(result, started, len(c.lost) <= 1 and c.stuck == 0)
+        # in the buffer); a crash before space returns loses it: at most one write per
+        # producer thread in flight at that moment (2 here; seen: 1 and 2).
+        result.notes += f"; lost ids {sorted(c.lost)} (Redis acked the writes that hit ENOSPC)"
+        assert len(c.lost) <= 2, f"lost {len(c.lost)} acknowledged jobs"
+        return _finish(result, started, len(c.lost) <= 2 and c.stuck == 0)
     assert not c.lost, f"lost {len(c.lost)} acknowledged jobs"
     return _finish(result, started, not c.lost and c.stuck == 0)
 

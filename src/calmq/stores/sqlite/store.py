@@ -51,7 +51,7 @@ from calmq.stores.sqlite.wakeups import Wakeups
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 20_000
 #: Cross-process poll interval of wait_for_work: PRAGMA data_version is one page read.
-POLL_INTERVAL = 0.005
+POLL_INTERVAL = 0.02
 
 
 def _now_ms() -> int:
