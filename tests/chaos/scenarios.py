@@ -26,6 +26,7 @@ from tests.chaos.harness import (
     Target,
     check,
     fleet,
+    freeze_between_writes,
     job_ids,
     produce,
     sampling,
@@ -154,7 +155,7 @@ def sigstop(target: Target, work: Path, *, rounds: int = 1, background: int = 20
                 try:
                     wait_until(lambda: jid in jobs.read_by_pid(logs, "attempts").get(stale.pid, []),  # noqa: B023
                                30, "the job to start on the soon-frozen worker")  # fmt: skip
-                    stale.proc.send_signal(signal.SIGSTOP)
+                    freeze_between_writes(stale.proc, target.url)
                     frozen_at = time.monotonic()
                     fresh = Fleet(target, work / f"fresh-{r}.log", "--lease", "10")
                     bg = job_ids(f"bg{r}", background)
