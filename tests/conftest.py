@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 
 from calmq.settings import Settings
-from calmq.stores import open_store
 from calmq.stores.base import Store
 from tests.redis_server import RedisServer, unique_prefix
+from tests.store_fixtures import opened_store
 
 
 @pytest.fixture(scope="session")
@@ -43,11 +43,7 @@ def redis_settings(redis_server: RedisServer, key_prefix: str) -> Settings:
 
 @pytest.fixture
 def redis_store(redis_settings: Settings) -> Iterator[Store]:
-    store = open_store(redis_settings.url, redis_settings)
-    try:
-        yield store
-    finally:
-        store.close()
+    yield from opened_store(redis_settings)
 
 
 @pytest.fixture
@@ -57,11 +53,7 @@ def sqlite_settings(tmp_path: pytest.TempPathFactory) -> Settings:
 
 @pytest.fixture
 def sqlite_store(sqlite_settings: Settings) -> Iterator[Store]:
-    store = open_store(sqlite_settings.url, sqlite_settings)
-    try:
-        yield store
-    finally:
-        store.close()
+    yield from opened_store(sqlite_settings)
 
 
 STORE_KINDS = ["redis", "sqlite-file", "sqlite-memory"]
@@ -81,8 +73,4 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: object) -> Settings
 
 @pytest.fixture
 def store(store_settings: Settings) -> Iterator[Store]:
-    opened = open_store(store_settings.url, store_settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
+    yield from opened_store(store_settings)

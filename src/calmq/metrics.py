@@ -9,12 +9,11 @@ supervisor serves the sum (prometheus-client's multiprocess mode).
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from calmq.errors import ConfigurationError
 from calmq.events import Event, EventKind
-from calmq.job import QueueCounts
 from calmq.stores.base import Store
 
 try:
@@ -118,11 +117,6 @@ class Metrics:
         Not available in multiprocess mode, where workers report it every few seconds."""
         if not multiprocess():
             self.connections.labels(pool).set_function(store.connections_in_use)
-
-    def observe_counts(self, counts: Iterable[QueueCounts]) -> None:
-        for c in counts:
-            for state in ("ready", "scheduled", "running", "dead"):
-                self.depth.labels(c.queue, state).set(getattr(c, state))
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes (summed over processes in multiprocess mode)."""

@@ -13,11 +13,11 @@ from collections.abc import Iterator
 import pytest
 
 from calmq.settings import Settings
-from calmq.stores import open_store
 from calmq.stores.base import Store
 from calmq.testing.conformance import *  # noqa: F403
 from tests.redis_server import RedisServer, unique_prefix
 from tests.redis_topologies import RedisClusterProcesses, SentinelGroup
+from tests.store_fixtures import opened_store
 from tests.stores.acl import acl_user_settings
 
 
@@ -36,8 +36,4 @@ def store_settings(request: pytest.FixtureRequest) -> Settings:
 
 @pytest.fixture
 def store(store_settings: Settings) -> Iterator[Store]:
-    opened = open_store(store_settings.url, store_settings)
-    try:
-        yield opened
-    finally:
-        opened.close()
+    yield from opened_store(store_settings)

@@ -59,13 +59,6 @@ def parse_queues(spec: str) -> tuple[list[str], dict[str, float] | None]:
     return queues, (dict.fromkeys(queues, 1.0) | weights) if weights else None
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",
-    )
-
-
 def store_from(url: str | None, app_path: str | None) -> Store:
     if app_path:
         return load_app(app_path).store
