@@ -199,10 +199,20 @@ class Fleet:
         for p in procs:
             with contextlib.suppress(psutil.Error):
                 cmd = p.cmdline()
-                if "worker" in cmd and "--processes" not in cmd and "python" in cmd[0]:
+                if "worker" in cmd and "python" in cmd[0] and not self._is_supervisor(p, cmd):
                     found.append(p)
                 self._known.add(p.pid)
         return found
+
+    @staticmethod
+    def _is_supervisor(proc: psutil.Process, cmd: list[str]) -> bool:
+        """``--processes N`` runs a supervisor whose children are forked from it, so they
+        share its command line: the supervisor is the one whose parent is not the same
+        command (a child spawned as a fresh interpreter says ``--processes 1``)."""
+        if "--processes" not in cmd or cmd[cmd.index("--processes") + 1] == "1":
+            return False
+        parent = proc.parent()
+        return parent is None or parent.cmdline() != cmd
 
     def signal_all(self, signum: int) -> None:
         for p in self.workers():

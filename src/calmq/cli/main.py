@@ -143,7 +143,7 @@ def worker(app_path: str, queues: str, concurrency: int, processes: int, burst: 
              "--log-level", log_level]  # fmt: skip
     child += ["--burst"] if burst else []
     child += ["--log-json"] if log_json else []
-    worker_run.run_supervised(child, processes, burst=burst, metrics_port=metrics_port)
+    worker_run.run_supervised(app_path, config, child, processes, metrics_port=metrics_port)
 
 
 @cli.command()
