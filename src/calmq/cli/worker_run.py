@@ -42,10 +42,15 @@ def run_single(app_path: str, config: WorkerConfig, *, metrics_port: int | None)
     os._exit(code)
 
 
-def run_supervised(child_args: Sequence[str], processes: int, *, burst: bool,
-                   metrics_port: int | None) -> None:  # fmt: skip
-    """Run ``processes`` children under a supervisor; never returns."""
-    from calmq.worker.supervisor import Supervisor
+def run_supervised(app_path: str, config: WorkerConfig, child_args: Sequence[str],
+                   processes: int, *, metrics_port: int | None) -> None:  # fmt: skip
+    """Run ``processes`` children under a supervisor; never returns.
+
+    On Linux the children are forked from this process once it has imported the app (they
+    start with everything imported); elsewhere each is a fresh ``python -m calmq`` with
+    ``child_args``.
+    """
+    from calmq.worker.supervisor import StartChild, Supervisor, can_fork, fork_child, spawn_child
 
     folder = None
     stop_metrics = None
@@ -56,8 +61,16 @@ def run_supervised(child_args: Sequence[str], processes: int, *, burst: bool,
         from calmq.metrics import serve
 
         stop_metrics = serve(metrics_port, None)
+    start_child: StartChild
+    if can_fork():
+        from calmq.cli.main import load_app
+
+        load_app(app_path)  # imported once, here: each child's load_app finds it loaded
+        start_child = lambda: fork_child(lambda: run_single(app_path, config, metrics_port=None))  # noqa: E731
+    else:
+        start_child = lambda: spawn_child(child_args)  # noqa: E731
     try:
-        code = Supervisor(child_args, processes, burst=burst).run()
+        code = Supervisor(start_child, processes, burst=config.burst).run()
     finally:
         if stop_metrics is not None:
             stop_metrics()
