@@ -35,6 +35,7 @@ from calmq.limits import ConcurrencyLimit, QueueLimit, RateLimit, Throttle, Uniq
 from calmq.retry import Backoff
 from calmq.settings import Settings
 from calmq.task import Call, Job, Task
+from calmq.version import __version__
 
 __all__ = [
     "App",
@@ -63,4 +64,5 @@ __all__ = [
     "Throttle",
     "Unique",
     "UnknownTask",
+    "__version__",
 ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.metadata
 import logging
 import platform
 import socket
@@ -19,17 +18,14 @@ from typing import Any
 from calmq.errors import CalmqError
 from calmq.job import WorkerInfo
 from calmq.stores.base import Store
+from calmq.version import __version__
 
 log = logging.getLogger("calmq.worker")
 
 
 def versions(store: Store) -> dict[str, str]:
-    try:
-        calmq_version = importlib.metadata.version("calmq")
-    except importlib.metadata.PackageNotFoundError:
-        calmq_version = "unknown"
     kind = store.display_url.split("://", 1)[0]
-    return {"calmq": calmq_version, "python": platform.python_version(), "store": kind}
+    return {"calmq": __version__, "python": platform.python_version(), "store": kind}
 
 
 class Heartbeat:
