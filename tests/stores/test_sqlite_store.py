@@ -23,7 +23,7 @@ import msgspec
 import pytest
 
 from calmq.errors import ConfigurationError, QueueUnavailable
-from calmq.job import FailOutcome, JobState, Lease, NewJob, WorkerInfo
+from calmq.job import EnqueueOutcome, FailOutcome, JobState, Lease, NewJob, WorkerInfo, lane_of
 from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
@@ -94,13 +94,13 @@ def test_memory_store_and_open_store() -> None:
 def test_migrations_recorded_and_reopen_is_noop(store: SqliteStore, db_path: str) -> None:
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
         rows = conn.execute("SELECT version, applied_at FROM calmq_migrations").fetchall()
-        assert [r[0] for r in rows] == [1, 2, 3]
+        assert [r[0] for r in rows] == [1, 2, 3, 4]
         assert rows[0][1] > 1_600_000_000_000
         conn.isolation_level = None
         assert migrate(conn) == []
     SqliteStore(db_path).close()
     with contextlib.closing(sqlite3.connect(db_path)) as conn:
-        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM calmq_migrations").fetchone()[0] == 4
 
 
 def test_older_schema_is_upgraded(tmp_path: Path) -> None:
@@ -672,3 +672,78 @@ def test_undecodable_worker_rows_are_left_out(store: SqliteStore, db_path: str) 
         conn.execute(insert, ("renamed", renamed, far))
         conn.execute(insert, ("text", 42, far))
     assert [w.id for w in store.workers()] == ["w1"]
+
+
+# ---------------------------------------------------------------- controls (issue 5)
+
+
+def test_version_3_file_with_lanes_upgrades_to_partial_lane_indexes(tmp_path: Path) -> None:
+    migrations = tmp_path / "migrations"
+    migrations.mkdir()
+    for name in ("0001_initial.sql", "0002_limits.sql", "0003_workers.sql"):
+        shutil.copy(Path(str(default_directory())) / name, migrations)
+    db = str(tmp_path / "v3.sqlite3")
+    lane = lane_of(None, "c", None)
+    far = int(time.time() * 1000) + 600_000
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        assert migrate(conn, migrations) == [1, 2, 3]
+        insert = (
+            "INSERT INTO jobs (queue, id, task, payload, state, seq, enqueued_at, run_at,"
+            " token, lease_deadline, attempt, lane, conc_key, conc_limit)"
+            " VALUES ('q', ?, 't', x'00', ?, ?, 0, 0, ?, ?, ?, ?, ?, ?)"
+        )
+        conn.execute(insert, ("held", "running", 1, "tok", far, 1, lane, "c", 2))
+        for i, job_id in enumerate(["w1", "w2", "w3"]):
+            conn.execute(insert, (job_id, "waiting", 2 + i, None, None, 0, lane, "c", 2))
+        conn.execute(insert, ("f1", "waiting", 9, None, None, 0, "fair-a", None, None))
+        conn.execute(
+            "INSERT INTO lanes (queue, lane, turn, conc_key)"
+            " VALUES ('q', ?, 2, 'c'), ('q', 'fair-a', 9, NULL)",
+            (lane,),
+        )
+    store = SqliteStore(db)  # applies 0004
+    try:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            versions = [r[0] for r in conn.execute("SELECT version FROM calmq_migrations")]
+            indexes = dict(conn.execute("SELECT name, sql FROM sqlite_master WHERE type='index'"))
+        assert versions == [1, 2, 3, 4]
+        assert "WHERE state = 'waiting'" in indexes["jobs_lane"]
+        assert "WHERE state = 'running'" in indexes["jobs_conc"]
+        # One slot of two is held by the old running job: one more start, plus the fair job.
+        claimed = store.claim("q", limit=10, lease_ms=60_000).jobs
+        assert sorted(c.id for c in claimed) == ["f1", "w1"]
+        assert store.claim("q", limit=10, lease_ms=60_000).jobs == []
+        w1 = next(c for c in claimed if c.id == "w1")
+        assert store.complete("q", [w1.lease]) == [True]
+        assert [c.id for c in store.claim("q", limit=10, lease_ms=60_000).jobs] == ["w2"]
+    finally:
+        store.close()
+
+
+def test_claim_fetches_more_lane_heads_when_its_share_runs_out(
+    store: SqliteStore, db_path: str
+) -> None:
+    # limit 10 over two lanes and plain jobs: each is first read a share of ceil(10/3) = 4;
+    # lane A must then read more to fill the claim, in FIFO order.
+    a = [job(f"a{i}", fairness_key="A") for i in range(8)]
+    store.enqueue([*a, job("b0", fairness_key="B"), job("p0")])
+    ids = [c.id for c in store.claim("q", limit=10, lease_ms=60_000).jobs]
+    assert sorted(ids) == sorted([*(j.id for j in a), "b0", "p0"])
+    assert [i for i in ids if i.startswith("a")] == [j.id for j in a]
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        lanes = [r[0] for r in conn.execute("SELECT lane FROM lanes")]
+    assert lanes == [lane_of(None, None, "A")]  # B was found empty and dropped; A not yet
+    assert store.claim("q", limit=10, lease_ms=60_000).jobs == []
+
+
+def test_unique_key_on_an_existing_id_reports_the_id_and_leaves_the_key(
+    store: SqliteStore,
+) -> None:
+    first = store.enqueue([job("x", unique_key="k1")])[0]
+    assert first.created
+    again = store.enqueue([job("x", unique_key="k2")])[0]
+    assert (again.created, again.outcome) == (False, EnqueueOutcome.EXISTS)
+    other = store.enqueue([job("y", unique_key="k2")])[0]
+    assert other.created  # k2 was not taken by the refused enqueue
+    dup = store.enqueue([job("z", unique_key="k1")])[0]
+    assert (dup.outcome, dup.duplicate_of) == (EnqueueOutcome.DUPLICATE, "x")

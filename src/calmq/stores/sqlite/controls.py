@@ -3,14 +3,11 @@
 Every function here takes the connection of an open ``BEGIN IMMEDIATE`` transaction of
 :class:`~calmq.stores.sqlite.store.SqliteStore`, so each check-then-write is atomic. Plain
 jobs never reach this module: enqueue consults it only for jobs that carry a control or for
-a queue with a bound, claim only when the queue has lanes.
+a queue with a bound, claim only when the queue has lanes (``lane_claim.py`` serves them).
 
 Lanes: a job with a rate, concurrency or fairness key waits in state ``waiting`` in its lane
-(``lanes`` table, one row per lane with waiting jobs). A claim visits open lanes in turn
-order, serves the head job of each lane that its limits allow, moves a served lane to the
-back and marks a blocked one with the time it may open again (``blocked_until``), so the
-next claims and the idle probe skip it. Cost: a claim on a queue with lanes does a few
-index lookups per lane visited (at most ``LANE_SCAN`` lanes per call).
+(``lanes`` table, one row per lane with waiting jobs, ``blocked_until`` set while its limits
+keep it shut). This module adds lanes and reopens those of a freed concurrency slot.
 """
 
 from __future__ import annotations
@@ -28,11 +25,6 @@ from calmq.job import (
     QueueOverflow,
     UniqueScope,
 )
-
-#: Most lanes one claim visits; the rest wait for the next claim (round robin keeps going).
-LANE_SCAN = 200
-#: A lane blocked by concurrency with no live lease to wait for is re-checked this soon.
-CONC_RECHECK_MS = 1_000
 
 Queries = dict[str, str]
 Row = tuple[Any, ...]
@@ -71,7 +63,7 @@ def admit(conn: sqlite3.Connection, q: Queries, job: NewJob, now: int) -> Enqueu
         if result is not None:
             return result
     if job.throttle_key is not None:
-        count, _oldest = _window(
+        count, _oldest = count_window(
             conn, q, job.queue, "t", job.throttle_key, job.throttle_period_ms, now
         )
         if count >= job.throttle_limit:
@@ -137,10 +129,11 @@ def make_room(
     return None
 
 
-def insert_params(job: NewJob) -> dict[str, Any]:
-    """The lane and limit columns of ``job`` for ``insert_limited_job``."""
+def insert_params(job: NewJob, lane: str | None) -> dict[str, Any]:
+    """The lane (``job.lane``, computed once by the caller) and limit columns of ``job`` for
+    ``insert_limited_job``."""
     return {
-        "lane": job.lane,
+        "lane": lane,
         "rate_key": job.rate_key,
         "rate_limit": job.rate_limit if job.rate_key is not None else None,
         "rate_period": job.rate_period_ms if job.rate_key is not None else None,
@@ -149,12 +142,36 @@ def insert_params(job: NewJob) -> dict[str, Any]:
     }
 
 
+def take_unique_key(conn: sqlite3.Connection, q: Queries, job: NewJob, now: int) -> bool:
+    """Take the unique key of ``job`` in one statement when no job has its id and the key
+    does not hold (the rules of ``_check_unique``). False (nothing written): ``admit`` must
+    look closer. Only for a job with no throttle into an unbounded queue: nothing may refuse
+    it once its key is taken."""
+    params = {"queue": job.queue, "key": job.unique_key, "job_id": job.id,
+              "scope": job.unique_scope.value, "expires_at": _unique_expiry(job, now),
+              "now": now}  # fmt: skip
+    return conn.execute(q["claim_unique"], params).rowcount == 1
+
+
+def _unique_expiry(job: NewJob, now: int) -> int | None:
+    return now + job.unique_ttl_ms if job.unique_scope is UniqueScope.TTL else None
+
+
 def after_insert(
-    conn: sqlite3.Connection, q: Queries, job: NewJob, state: str, seq: int, now: int
+    conn: sqlite3.Connection,
+    q: Queries,
+    job: NewJob,
+    state: str,
+    seq: int,
+    now: int,
+    *,
+    lane: str | None,
+    unique_taken: bool = False,
 ) -> None:
-    """Record a created job's unique key, throttle event and lane."""
-    if job.unique_key is not None:
-        expires = now + job.unique_ttl_ms if job.unique_scope is UniqueScope.TTL else None
+    """Record a created job's unique key (unless ``take_unique_key`` already did), throttle
+    event and lane (``job.lane``, computed once by the caller)."""
+    if job.unique_key is not None and not unique_taken:
+        expires = _unique_expiry(job, now)
         params = {"queue": job.queue, "key": job.unique_key, "job_id": job.id,
                   "scope": job.unique_scope.value, "expires_at": expires}  # fmt: skip
         conn.execute(q["set_unique"], params)
@@ -162,11 +179,12 @@ def after_insert(
         params = {"queue": job.queue, "kind": "t", "key": job.throttle_key, "now": now,
                   "period": job.throttle_period_ms, "member": job.id}  # fmt: skip
         conn.execute(q["window_add"], params)
-    if state == "waiting":
-        add_lanes(conn, q, job.queue, [(job.lane, job.concurrency_key, seq)])
+    if state == "waiting" and lane is not None:
+        params = {"queue": job.queue, "lane": lane, "turn": seq, "conc_key": job.concurrency_key}
+        conn.execute(q["add_lane"], params)
 
 
-def _window(
+def count_window(
     conn: sqlite3.Connection, q: Queries, queue: str, kind: str, key: str, period: int, now: int
 ) -> tuple[int, int | None]:
     """Events of a sliding window in the last ``period`` ms: (count, oldest time)."""
@@ -197,96 +215,6 @@ def slots_freed(conn: sqlite3.Connection, q: Queries, queue: str, conc_keys: Ite
     """Reopen the lanes of concurrency keys that just lost a running job."""
     for conc_key in {k for k in conc_keys if k is not None}:
         conn.execute(q["unblock_conc"], {"queue": queue, "conc_key": conc_key})
-
-
-class LaneClaim:
-    """One claim over a queue with lanes: plain jobs count as one more lane."""
-
-    def __init__(
-        self, conn: sqlite3.Connection, q: Queries, queue: str, lease: tuple[str, int, int]
-    ) -> None:
-        self.conn, self.q, self.queue = conn, q, queue
-        self.token, self.now, self.deadline = lease
-        # Rate windows counted once per claim call, then kept up to date here: counting the
-        # window again for each job made a high limit cost O(window) per job.
-        self._windows: dict[str, list[Any]] = {}
-        self._running: dict[str, list[Any]] = {}  # the same for concurrency keys
-
-    def run(self, limit: int) -> list[Row]:
-        """Claim up to ``limit`` jobs, one per open lane (and one plain job) per pass."""
-        q, params = self.q, {"queue": self.queue, "now": self.now, "limit": LANE_SCAN}
-        lanes = [str(r[0]) for r in self.conn.execute(q["open_lanes"], params)]
-        top = int(self.conn.execute(q["reserve_seq"], {"n": limit}).fetchone()[0])
-        self.turns = iter(range(top - limit + 1, top + 1))
-        rows: list[Row] = []
-        plain = True
-        while len(rows) < limit and (plain or lanes):
-            if not lanes:  # only plain jobs left: the rest in one statement
-                rows += self._plain(limit - len(rows))
-                break
-            if plain:
-                got = self._plain(1)
-                rows += got
-                plain = bool(got)
-            still_open: list[str] = []
-            for lane in lanes:
-                if len(rows) >= limit:
-                    still_open.append(lane)
-                    continue
-                row = self._serve(lane)
-                if row is not None:
-                    rows.append(row)
-                    still_open.append(lane)
-            lanes = still_open
-        return rows
-
-    def _plain(self, limit: int) -> list[Row]:
-        params = {"queue": self.queue, "token": self.token, "deadline": self.deadline,
-                  "limit": limit}  # fmt: skip
-        return list(self.conn.execute(self.q["claim_ready"], params).fetchall())
-
-    def _serve(self, lane: str) -> Row | None:
-        """Claim the head of ``lane`` if its limits allow; else mark it blocked (or drop it
-        when it is empty)."""
-        conn, q, key = self.conn, self.q, {"queue": self.queue, "lane": lane}
-        head = conn.execute(q["lane_head"], key).fetchone()
-        if head is None:
-            conn.execute(q["drop_lane"], key)
-            return None
-        rowid, rate_key, rate_limit, rate_period, conc_key, conc_limit = head
-        if rate_key is not None:
-            window = self._windows.get(rate_key)
-            if window is None:
-                count, oldest = _window(conn, q, self.queue, "r", rate_key, rate_period, self.now)
-                window = self._windows[rate_key] = [count, oldest]
-            count, oldest = window
-            if count >= rate_limit:
-                until = (oldest if oldest is not None else self.now) + rate_period
-                conn.execute(q["block_lane"], {**key, "until": until})
-                return None
-        if conc_key is not None:
-            held = self._running.get(conc_key)
-            if held is None:
-                params = {"queue": self.queue, "conc_key": conc_key, "now": self.now}
-                held = self._running[conc_key] = list(
-                    conn.execute(q["count_conc"], params).fetchone()
-                )
-            running, first_end = held
-            if running >= conc_limit:
-                until = first_end if first_end is not None else self.now + CONC_RECHECK_MS
-                conn.execute(q["block_lane"], {**key, "until": until})
-                return None
-        params = {"rowid": rowid, "token": self.token, "deadline": self.deadline}
-        row: Row = conn.execute(q["claim_row"], params).fetchone()
-        if rate_key is not None:
-            event = {"queue": self.queue, "kind": "r", "key": rate_key, "now": self.now,
-                     "period": rate_period, "member": f"{row[1]}:{self.token}"}  # fmt: skip
-            conn.execute(q["window_add"], event)
-            self._windows[rate_key][0] += 1
-        if conc_key is not None:
-            self._running[conc_key][0] += 1
-        conn.execute(q["turn_lane"], {**key, "turn": next(self.turns)})
-        return row
 
 
 # --------------------------------------------------------------------------- maintenance

@@ -380,20 +380,49 @@ SELECT lane FROM lanes
 WHERE queue = :queue AND blocked_until <= :now
 ORDER BY turn LIMIT :limit;
 
--- name: lane_head
-SELECT rowid, rate_key, rate_limit, rate_period, conc_key, conc_limit FROM jobs
-WHERE queue = :queue AND lane = :lane AND state = 'waiting'
-ORDER BY priority DESC, seq LIMIT 1;
+-- Up to :n head jobs of each lane of the JSON array :lanes, skipping the first :skip of
+-- each (a claim that used up what it fetched asks for the next ones): lane by lane in the
+-- array's order, then the lane's order (highest priority first, FIFO). One index range
+-- scan per lane, with no write: the claim decides in memory, then writes once.
+-- name: lane_heads
+SELECT l.value, j.rowid, j.id, j.rate_key, j.rate_limit, j.rate_period, j.conc_key,
+       j.conc_limit
+FROM json_each(:lanes) AS l CROSS JOIN jobs AS j
+WHERE j.rowid IN (
+    SELECT rowid FROM jobs
+    WHERE queue = :queue AND lane = l.value AND state = 'waiting'
+    ORDER BY priority DESC, seq
+    LIMIT :n OFFSET :skip
+)
+ORDER BY l.key, j.priority DESC, j.seq;
 
--- name: block_lane
-UPDATE lanes SET blocked_until = :until WHERE queue = :queue AND lane = :lane;
+-- How many plain ready jobs a claim could take (at most :limit).
+-- name: count_claimable_plain
+SELECT count(*) FROM (
+    SELECT 1 FROM jobs WHERE queue = :queue AND state = 'ready' LIMIT :limit
+);
 
--- A served lane goes to the back of the round robin.
--- name: turn_lane
-UPDATE lanes SET turn = :turn, blocked_until = 0 WHERE queue = :queue AND lane = :lane;
+-- Lease the lane jobs a claim chose (rowids as a JSON array), in one statement.
+-- name: claim_rows
+UPDATE jobs
+SET state = 'running', token = :token, attempt = attempt + 1, lease_deadline = :deadline
+WHERE rowid IN (SELECT value FROM json_each(:rowids)) AND state = 'waiting'
+RETURNING rowid, id, task, payload, attempt, max_attempts, priority, enqueued_at,
+          run_at, seq, v;
 
--- name: drop_lane
-DELETE FROM lanes WHERE queue = :queue AND lane = :lane;
+-- Where a claim left each lane it visited, from a JSON array of [lane, turn, blocked_until]:
+-- a served lane goes to the back of the round robin (turn = a fresh seq; NULL: not served,
+-- turn kept), a blocked one waits until blocked_until (0: open).
+-- name: update_lanes
+UPDATE lanes
+SET turn = coalesce(json_extract(u.value, '$[1]'), turn),
+    blocked_until = json_extract(u.value, '$[2]')
+FROM json_each(:updates) AS u
+WHERE lanes.queue = :queue AND lanes.lane = json_extract(u.value, '$[0]');
+
+-- Lanes a claim found empty (a JSON array of names).
+-- name: drop_lanes
+DELETE FROM lanes WHERE queue = :queue AND lane IN (SELECT value FROM json_each(:lanes));
 
 -- A slot of a concurrency key was freed: its lanes may be served again.
 -- name: unblock_conc
@@ -406,13 +435,6 @@ WHERE queue = :queue AND conc_key = :conc_key AND blocked_until > 0;
 SELECT count(*), min(lease_deadline) FROM jobs
 WHERE queue = :queue AND conc_key = :conc_key AND state = 'running'
   AND lease_deadline > :now;
-
--- name: claim_row
-UPDATE jobs
-SET state = 'running', token = :token, attempt = attempt + 1, lease_deadline = :deadline
-WHERE rowid = :rowid
-RETURNING rowid, id, task, payload, attempt, max_attempts, priority, enqueued_at,
-          run_at, seq, v;
 
 -- ---------------------------------------------------------------- limit windows
 
@@ -428,6 +450,13 @@ WHERE queue = :queue AND kind = :kind AND key = :key AND at > :cutoff;
 INSERT INTO limit_events (queue, kind, key, at, until, member)
 VALUES (:queue, :kind, :key, :now, :now + :period, :member);
 
+-- Rate events of one claim, one per job started: a JSON array of [key, period, member].
+-- name: window_add_many
+INSERT INTO limit_events (queue, kind, key, at, until, member)
+SELECT :queue, :kind, json_extract(e.value, '$[0]'), :now,
+       :now + json_extract(e.value, '$[1]'), json_extract(e.value, '$[2]')
+FROM json_each(:events) AS e;
+
 -- Events past their window, of keys nobody checks any more (bounded).
 -- name: sweep_events
 DELETE FROM limit_events
@@ -442,6 +471,29 @@ SELECT u.job_id, u.scope, u.expires_at, j.state
 FROM unique_keys AS u
 LEFT JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
 WHERE u.queue = :queue AND u.key = :key;
+
+-- The enqueue fast path of a unique key, in one statement: take the key for :job_id unless
+-- that id already exists or the key still holds for its current job (the same rules as
+-- the check in controls.py: a 'ttl' key until expires_at, the others while their job is
+-- pending, or running for 'active'). One row changed: the key was taken; none: "look closer"
+-- (existing id, duplicate, replace), and nothing was written. No RETURNING: the change
+-- count says it, and RETURNING cost more than the check itself.
+-- name: claim_unique
+INSERT INTO unique_keys (queue, key, job_id, scope, expires_at)
+SELECT :queue, :key, :job_id, :scope, :expires_at
+WHERE NOT EXISTS (SELECT 1 FROM jobs WHERE queue = :queue AND id = :job_id)
+ON CONFLICT (queue, key) DO UPDATE
+SET job_id = excluded.job_id, scope = excluded.scope, expires_at = excluded.expires_at
+WHERE NOT coalesce(
+    CASE unique_keys.scope
+        WHEN 'ttl' THEN unique_keys.expires_at > :now
+        ELSE (
+            SELECT j.state IN ('ready', 'scheduled', 'waiting')
+                OR (j.state = 'running' AND unique_keys.scope = 'active')
+            FROM jobs AS j
+            WHERE j.queue = unique_keys.queue AND j.id = unique_keys.job_id
+        )
+    END, 0);
 
 -- name: set_unique
 INSERT INTO unique_keys (queue, key, job_id, scope, expires_at)

@@ -43,6 +43,7 @@ from calmq.stores.sqlite import admin, controls, registry
 from calmq.stores.sqlite.admin import BATCH
 from calmq.stores.sqlite.connection import MEMORY, Connections, check_environment
 from calmq.stores.sqlite.insert import insert_job
+from calmq.stores.sqlite.lane_claim import LaneClaim
 from calmq.stores.sqlite.migrate import migrate
 from calmq.stores.sqlite.queries import load_queries
 from calmq.stores.sqlite.rows import claim_order, claimed_job, job_info
@@ -173,7 +174,7 @@ class SqliteStore:
             token = secrets.token_hex(8)
             lease = (token, now, now + lease_ms)
             if has_lanes:
-                rows = controls.LaneClaim(conn, self._q, queue, lease).run(limit)
+                rows = LaneClaim(conn, self._q, queue, lease).run(limit)
             else:
                 params = {"queue": queue, "token": token, "deadline": now + lease_ms,
                           "limit": limit}  # fmt: skip
@@ -236,24 +237,25 @@ class SqliteStore:
         # With no TTL there is nothing to remember: delete the row in the same statement.
         query = self._q["complete_job" if self._settings.completed_ttl > 0 else "delete_running"]
         done: list[bool] = []
+        freed: list[Any] = []
         with self._write("complete jobs") as conn:
             now = _now_ms()
             for lease in leases:
                 params = {"queue": queue, "id": lease.id, "token": lease.token, "now": now}
                 row = conn.execute(query, params).fetchone()
                 done.append(row is not None)
-                self._after_finish(conn, queue, row, params)
+                freed.append(self._after_finish(conn, row, params))
+            # Once per key for the whole batch, not once per job.
+            controls.slots_freed(conn, self._q, queue, freed)
         return done
 
-    def _after_finish(
-        self, conn: sqlite3.Connection, queue: str, row: Any, params: dict[str, Any]
-    ) -> None:
-        """After complete/fail/release of one lease: free its concurrency slot, or (when the
-        lease was not ours) finish the job if it was cancelled while running."""
+    def _after_finish(self, conn: sqlite3.Connection, row: Any, params: dict[str, Any]) -> Any:
+        """After complete/fail/release of one lease: the concurrency key whose slot it
+        freed (None if none); when the lease was not ours, first finish the job if it was
+        cancelled while running. The caller frees the slots (``controls.slots_freed``)."""
         if row is None:
             row = conn.execute(self._q["finish_cancelled"], params).fetchone()
-        if row is not None and row[0] is not None:
-            controls.slots_freed(conn, self._q, queue, [row[0]])
+        return None if row is None else row[0]
 
     def fail(
         self,
@@ -278,7 +280,8 @@ class SqliteStore:
             }
             query = self._q["fail_dead" if retry_in_ms is None else "fail_retry"]
             row = conn.execute(query, params).fetchone()
-            self._after_finish(conn, queue, row, params)
+            freed = self._after_finish(conn, row, params)
+            controls.slots_freed(conn, self._q, queue, [freed])
             if row is None:
                 return FailOutcome.STALE
         return FailOutcome.DEAD if retry_in_ms is None else FailOutcome.RETRY_SCHEDULED
@@ -290,15 +293,17 @@ class SqliteStore:
         released = 0
         with self._write("release jobs") as conn:
             now = _now_ms()
+            freed: list[Any] = []
             for lease in leases:
                 params = {"queue": queue, "id": lease.id, "token": lease.token, "now": now}
                 row = conn.execute(self._q["release_job"], params).fetchone()
                 if row is not None:
                     released += 1
                     controls.add_lanes(conn, self._q, queue, [row])
-                    controls.slots_freed(conn, self._q, queue, [row[1]])
+                    freed.append(row[1])
                 else:
-                    self._after_finish(conn, queue, None, params)
+                    freed.append(self._after_finish(conn, None, params))
+            controls.slots_freed(conn, self._q, queue, freed)
         if released:
             self._notify([queue])
         return released
