@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import os
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,8 @@ from calmq import (
     Settings,
     UnknownTask,
 )
+from calmq import job as job_module
+from calmq.job import new_job_id
 from tests.redis_server import RedisServer, free_port
 
 
@@ -159,3 +163,39 @@ def test_task_signatures_are_checked_by_mypy(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stdout
     assert 'Argument 1 to "enqueue" of "Task" has incompatible type "int"' in result.stdout
     assert result.stdout.count("error:") == 2  # both arguments, nothing else
+
+
+def test_job_ids_keep_their_format_and_sort_by_creation_time() -> None:
+    ids = [new_job_id() for _ in range(2000)]
+    assert all(len(i) == 26 and i == i.lower() and i.isalnum() for i in ids)
+    assert len(set(ids)) == len(ids)
+    # The first 9 characters encode the creation millisecond: ids sort by it.
+    assert [i[:9] for i in ids] == sorted(i[:9] for i in ids)
+    # Same text as the original formula: base32hex of 6 time bytes + 10 random bytes.
+    ms = int.from_bytes(os.urandom(6))
+    random_part = os.urandom(10)
+    value = (ms << 82) | (int.from_bytes(random_part) << 2)
+    table = job_module._DIGIT_PAIRS
+    text = "".join(table[(value >> shift) & 1023] for shift in job_module._PAIR_SHIFTS)
+    raw = ms.to_bytes(6, "big") + random_part
+    assert text == base64.b32hexencode(raw).decode()[:26].lower()
+
+
+def test_per_call_options_are_validated_on_every_call_and_reused_plans_stay_right() -> None:
+    app = App(settings=Settings(url=DEAD_URL))  # never reached: every call fails validation
+
+    @app.task(queue="q1", priority=3)
+    def job(x: int) -> None: ...
+
+    bound = job.options(queue="q2", priority=7)
+    assert job.plan(bound.call_options) is job.plan(bound.call_options)  # cached by identity
+    plan = job.plan(bound.call_options)
+    assert (plan.queue, plan.priority, plan.max_attempts, plan.plain) == ("q2", 7, 4, True)
+    for _ in range(2):  # a cached plan never skips the per-call checks
+        with pytest.raises(ConfigurationError, match="priority"):
+            job.enqueue_many([Call((1,), priority=5000)])
+        with pytest.raises(ConfigurationError, match="bad job id"):
+            job.enqueue_many([Call((1,), job_id="a{b}")])
+        with pytest.raises(ConfigurationError, match="queue name"):
+            job.options(queue="a b").enqueue(1)
+    app.close()

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import datetime as dt
 import inspect
 import threading
 import time
@@ -52,7 +51,18 @@ from calmq.serializers import Envelope, Serializer, make_serializer
 from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import Store
-from calmq.task import Call, CallOptions, Job, Task, TaskOptions, validate_queue_name
+from calmq.task import (
+    NO_OPTIONS,
+    Call,
+    CallOptions,
+    EnqueuePlan,
+    Job,
+    Task,
+    TaskOptions,
+    check_priority,
+    run_time,
+    validate_queue_name,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -182,14 +192,17 @@ class App:
     # --- enqueue -------------------------------------------------------------------
     def enqueue(self, task_name: str, *args: Any, **kwargs: Any) -> Job:
         """Enqueue a registered task by name (untyped; prefer ``task.enqueue``)."""
-        return self.enqueue_calls(self.get_task(task_name), [Call(args, kwargs)], CallOptions())[0]
+        return self.enqueue_calls(self.get_task(task_name), [Call(args, kwargs)], NO_OPTIONS)[0]
 
     def enqueue_calls(
         self, task: Task[Any, Any], calls: Sequence[Call], options: CallOptions
     ) -> list[Job]:
         """Validate and encode every call, then store them in batches. Nothing is stored
         when any call is invalid."""
-        new_jobs = [self._new_job(task, call, options) for call in calls]
+        if not calls:
+            return []
+        plan = task.plan(options)  # options resolved and validated once per call
+        new_jobs = [self._new_job(task, call, options, plan) for call in calls]
         if options.job_id is not None and len(new_jobs) > 1:
             raise ConfigurationError("job_id applies to one job; use Call(job_id=...) per job")
         if self.eager:
@@ -231,21 +244,14 @@ class App:
             asyncio.run(_await(result))
         return Job(new_job.id, new_job.queue, task.name, True, JobState.SUCCEEDED, self)
 
-    def _new_job(self, task: Task[Any, Any], call: Call, options: CallOptions) -> NewJob:
-        defaults = task.defaults
-        queue = options.queue or defaults.queue
-        validate_queue_name(queue)
-        retries = defaults.retries if options.retries is None else options.retries
-        priority = call.priority if call.priority is not None else options.priority
-        priority = defaults.priority if priority is None else priority
-        checked = TaskOptions(queue, retries, options.timeout, priority)  # validates ranges
-        backoff = options.backoff
-        envelope = Envelope(
-            a=list(call.args),
-            k=dict(call.kwargs),
-            t=checked.timeout,
-            b=[backoff.base, backoff.cap] if backoff else None,
-        )
+    def _new_job(
+        self, task: Task[Any, Any], call: Call, options: CallOptions, plan: EnqueuePlan
+    ) -> NewJob:
+        priority = plan.priority
+        if call.priority is not None:
+            check_priority(call.priority)
+            priority = call.priority
+        envelope = Envelope(a=list(call.args), k=dict(call.kwargs), t=plan.timeout, b=plan.backoff)
         payload = self.serializer.encode(envelope)
         if len(payload) > self.settings.max_payload_bytes:
             raise PayloadTooLarge(
@@ -253,19 +259,20 @@ class App:
                 f" {self.settings.max_payload_bytes} (Settings.max_payload_bytes); store large"
                 " data elsewhere and pass a reference"
             )
-        delay_ms, run_at_ms = _run_time(call.delay or options.delay, options.at)
-        job_id = call.job_id or options.job_id or new_job_id()
-        if not 0 < len(job_id) <= 200 or any(c in job_id for c in "{}") or job_id.isspace():
+        delay_ms, run_at_ms = plan.delay_ms, plan.run_at_ms
+        if call.delay:  # a per-job delay (0 or None: the call's)
+            delay_ms, run_at_ms = run_time(call.delay, options.at)
+        job_id = call.job_id or options.job_id or None
+        if job_id is None:
+            job_id = new_job_id()  # well-formed by construction
+        elif not 0 < len(job_id) <= 200 or "{" in job_id or "}" in job_id or job_id.isspace():
             raise ConfigurationError(f"bad job id {job_id!r}: 1-200 characters, no braces")
-        job = NewJob(
-            id=job_id, queue=queue, task=task.name, payload=payload, priority=priority,
-            max_attempts=retries + 1, delay_ms=delay_ms, run_at_ms=run_at_ms,
-        )  # fmt: skip
-        limits = defaults.limits.merged(options.limit_overrides())
-        if limits.empty:
+        job = NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
+                     delay_ms, run_at_ms)  # fmt: skip
+        if plan.plain:
             return job  # the plain, fast path: no binding, no keys
         arguments = CallArguments(call.args, call.kwargs, task.bind(call.args, call.kwargs))
-        fields = msgspec.structs.asdict(job_limits(limits, task.name, arguments))
+        fields = msgspec.structs.asdict(job_limits(plan.limits, task.name, arguments))
         return msgspec.structs.replace(job, **fields)
 
     # --- queue controls ------------------------------------------------------------
@@ -322,22 +329,3 @@ def _raise_refusals(new_jobs: Sequence[NewJob], jobs: Sequence[Job]) -> None:
 
 async def _await(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
-
-
-def _run_time(delay: float | dt.timedelta | None, at: dt.datetime | None) -> tuple[int, int | None]:
-    """(delay_ms, run_at_ms) from a relative delay or an aware datetime."""
-    if delay is not None and at is not None:
-        raise ConfigurationError("give either a delay or a run time, not both")
-    if at is not None:
-        if not isinstance(at, dt.datetime) or at.tzinfo is None:
-            raise ConfigurationError(
-                f"run time must be a timezone-aware datetime, got {at!r}"
-                " (use datetime.now(timezone.utc) + ...)"
-            )
-        return 0, int(at.timestamp() * 1000)
-    if delay is None:
-        return 0, None
-    seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
-    if not isinstance(seconds, int | float) or seconds < 0 or seconds != seconds:
-        raise ConfigurationError(f"delay must be a non-negative number of seconds, got {delay!r}")
-    return int(seconds * 1000), None

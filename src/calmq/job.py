@@ -7,7 +7,6 @@ store can add them to its own clock.
 
 from __future__ import annotations
 
-import base64
 import enum
 import os
 import time
@@ -272,12 +271,24 @@ class WorkerInfo(msgspec.Struct, frozen=True):
     seen_at_ms: int = 0
 
 
+#: Base32 "hex" digits (RFC 4648 ``base32hex``, lower case): their order is the byte order.
+_B32HEX = "0123456789abcdefghijklmnopqrstuv"
+#: Every 10-bit value as its two base32hex digits: an id is 13 table lookups.
+_DIGIT_PAIRS = tuple(a + b for a in _B32HEX for b in _B32HEX)
+#: Shifts of the 13 pairs of an id, most significant first (130 bits: the 128 of the id
+#: followed by the two zero bits that pad its last base32 digit).
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
 def new_job_id() -> str:
     """A 26-character, time-ordered, random job id (48-bit ms time + 80 random bits).
 
     Made by the client, so a producer that retries after an ambiguous timeout sends the
     same id and the store's idempotent enqueue drops the duplicate. Base32 "hex" keeps the
-    sort order of the bytes, so ids sort by creation time.
+    sort order of the bytes, so ids sort by creation time. The text is exactly
+    ``base64.b32hexencode(raw).decode()[:26].lower()`` for the 16 raw bytes (ms time, big
+    endian, then ``os.urandom(10)``), computed with a table instead (several times faster).
     """
-    raw = (time.time_ns() // 1_000_000).to_bytes(6, "big") + os.urandom(10)
-    return base64.b32hexencode(raw).decode("ascii")[:26].lower()
+    value = ((time.time_ns() // 1_000_000) << 82) | (int.from_bytes(os.urandom(10)) << 2)
+    pairs = _DIGIT_PAIRS
+    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])

@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import datetime as dt
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
@@ -50,24 +51,47 @@ class TaskOptions:
             raise ConfigurationError(f"retries must be in 0..1000, got {self.retries!r}")
         if self.timeout is not None and not self.timeout > 0:
             raise ConfigurationError(f"timeout must be > 0 seconds or None, got {self.timeout!r}")
-        if not MIN_PRIORITY <= self.priority <= MAX_PRIORITY:
-            raise ConfigurationError(
-                f"priority must be in {MIN_PRIORITY}..{MAX_PRIORITY}, got {self.priority!r}"
-            )
+        check_priority(self.priority)
         validate_queue_name(self.queue)
+
+
+def check_priority(priority: int) -> None:
+    """Raise ConfigurationError for a priority outside MIN_PRIORITY..MAX_PRIORITY."""
+    if not MIN_PRIORITY <= priority <= MAX_PRIORITY:
+        raise ConfigurationError(
+            f"priority must be in {MIN_PRIORITY}..{MAX_PRIORITY}, got {priority!r}"
+        )
+
+
+# \s matches exactly what str.isspace() accepts (both use Py_UNICODE_ISSPACE).
+_QUEUE_NAME = re.compile(r"[^{}\s]{1,200}")
 
 
 def validate_queue_name(queue: str) -> None:
     """Queue names end up in Redis keys and SQL rows: keep them plain."""
-    if (
-        not isinstance(queue, str)
-        or not 0 < len(queue) <= 200
-        or any(c in queue for c in "{}")
-        or any(c.isspace() for c in queue)
-    ):
+    if not isinstance(queue, str) or _QUEUE_NAME.fullmatch(queue) is None:
         raise ConfigurationError(
             f"bad queue name {queue!r}: 1-200 characters, no braces or white space"
         )
+
+
+def run_time(delay: float | dt.timedelta | None, at: dt.datetime | None) -> tuple[int, int | None]:
+    """(delay_ms, run_at_ms) from a relative delay or an aware datetime."""
+    if delay is not None and at is not None:
+        raise ConfigurationError("give either a delay or a run time, not both")
+    if at is not None:
+        if not isinstance(at, dt.datetime) or at.tzinfo is None:
+            raise ConfigurationError(
+                f"run time must be a timezone-aware datetime, got {at!r}"
+                " (use datetime.now(timezone.utc) + ...)"
+            )
+        return 0, int(at.timestamp() * 1000)
+    if delay is None:
+        return 0, None
+    seconds = delay.total_seconds() if isinstance(delay, dt.timedelta) else delay
+    if not isinstance(seconds, int | float) or seconds < 0 or seconds != seconds:
+        raise ConfigurationError(f"delay must be a non-negative number of seconds, got {delay!r}")
+    return int(seconds * 1000), None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -145,6 +169,44 @@ class CallOptions:
         }
 
 
+#: The options of a plain ``task.enqueue(...)``: one shared (immutable) instance, so the
+#: task's resolved :class:`EnqueuePlan` for it is found by identity.
+NO_OPTIONS = CallOptions()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class EnqueuePlan:
+    """The options of one enqueue call resolved against the task's defaults and validated
+    once, not once per job: what every job of the call shares."""
+
+    queue: str
+    max_attempts: int
+    priority: int
+    timeout: float | None
+    backoff: list[float] | None  # the envelope's backoff override, [base, cap]
+    delay_ms: int
+    run_at_ms: int | None
+    limits: Limits
+    #: No control set: jobs need no argument binding and no limit keys.
+    plain: bool
+
+
+def plan_enqueue(defaults: TaskOptions, options: CallOptions) -> EnqueuePlan:
+    """Resolve and validate ``options`` over ``defaults`` (ConfigurationError when bad)."""
+    queue = options.queue or defaults.queue
+    retries = defaults.retries if options.retries is None else options.retries
+    priority = defaults.priority if options.priority is None else options.priority
+    checked = TaskOptions(queue, retries, options.timeout, priority)  # validates ranges
+    backoff = options.backoff
+    delay_ms, run_at_ms = run_time(options.delay, options.at)
+    limits = defaults.limits.merged(options.limit_overrides())
+    return EnqueuePlan(
+        queue, retries + 1, priority, checked.timeout,
+        [backoff.base, backoff.cap] if backoff else None, delay_ms, run_at_ms, limits,
+        limits.empty,
+    )  # fmt: skip
+
+
 class Task(Generic[P, R]):
     """A function registered on an :class:`~calmq.App` under a name."""
 
@@ -158,6 +220,19 @@ class Task(Generic[P, R]):
         self.defaults = options
         self.is_async = inspect.iscoroutinefunction(fn)
         self._signature: inspect.Signature | None = None
+        # The last plan made, with the options and defaults it was made from: a loop of
+        # task.enqueue() (or of one BoundTask's) resolves its options once. One tuple, so a
+        # thread reading it while another replaces it sees a consistent triple.
+        self._last_plan: tuple[CallOptions, TaskOptions, EnqueuePlan] | None = None
+
+    def plan(self, options: CallOptions) -> EnqueuePlan:
+        """``options`` resolved over this task's defaults and validated (cached by identity)."""
+        last = self._last_plan
+        if last is not None and last[0] is options and last[1] is self.defaults:
+            return last[2]
+        plan = plan_enqueue(self.defaults, options)
+        self._last_plan = (options, self.defaults, plan)
+        return plan
 
     def bind(self, args: Sequence[Any], kwargs: Mapping[str, Any]) -> dict[str, Any]:
         """The call's arguments by parameter name (defaults applied), for limit keys."""
@@ -189,7 +264,7 @@ class Task(Generic[P, R]):
 
     def enqueue(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue one job to run as soon as a worker is free."""
-        return BoundTask(self, CallOptions()).enqueue(*args, **kwargs)
+        return self.app.enqueue_calls(self, [Call(args, kwargs)], NO_OPTIONS)[0]
 
     def enqueue_in(self, delay: float | dt.timedelta, *args: P.args, **kwargs: P.kwargs) -> Job:
         """Enqueue one job to run ``delay`` (seconds or a timedelta) from now."""
@@ -201,12 +276,12 @@ class Task(Generic[P, R]):
 
     async def enqueue_async(self, *args: P.args, **kwargs: P.kwargs) -> Job:
         """``enqueue`` for asyncio code: the event loop never waits on the store."""
-        return await BoundTask(self, CallOptions()).enqueue_async(*args, **kwargs)
+        return await BoundTask(self, NO_OPTIONS).enqueue_async(*args, **kwargs)
 
     def enqueue_many(self, calls: Iterable[Sequence[Any] | Call]) -> list[Job]:
         """Enqueue many jobs in one round trip per batch. Each item is a tuple of positional
         arguments or a :class:`Call`."""
-        return BoundTask(self, CallOptions()).enqueue_many(calls)
+        return BoundTask(self, NO_OPTIONS).enqueue_many(calls)
 
 
 class BoundTask(Generic[P, R]):

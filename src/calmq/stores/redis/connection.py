@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import queue
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote
@@ -36,6 +37,7 @@ from urllib.parse import parse_qsl, unquote
 import redis
 from redis.backoff import NoBackoff
 from redis.connection import ConnectionPool, SSLConnection, UnixDomainSocketConnection
+from redis.exceptions import ConnectionError, TimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
 
@@ -163,6 +165,65 @@ def check_tls_files(options: dict[str, Any], shown: str) -> None:
         raise ConfigurationError(
             f"Redis store {shown}: ssl_cert_reqs must be none, optional or required, got {reqs!r}"
         )
+
+
+def take_connection(pool: ConnectionPool) -> Any:
+    """A connection from a blocking pool, as ``BlockingConnectionPool.get_connection``
+    gives it, without its per-call bookkeeping (deprecation shim, observability records),
+    which costs more than a whole enqueue script on the server.
+
+    The same guarantees: at most ``max_connections``, a wait of at most ``pool.timeout``
+    ending in ``ConnectionError("No connection available.")``, fork safety, and a connection
+    that is connected and has no unread data (else it is reconnected once). Pools in a mode
+    the shortcut does not cover (maintenance notifications, client-side cache) take
+    redis-py's own path. Give it back with :func:`give_back`.
+    """
+    untyped: Any = pool  # redis-py leaves the pool's attributes unannotated
+    if getattr(untyped, "_in_maintenance", False) or getattr(untyped, "cache", None):
+        return untyped.get_connection()
+    untyped._checkpid()
+    try:
+        conn = untyped.pool.get(block=True, timeout=untyped.timeout)
+    except queue.Empty:
+        raise ConnectionError("No connection available.") from None
+    try:
+        if conn is None:  # a free slot: open a connection in it
+            conn = untyped.make_connection()
+        conn.connect()
+        try:
+            if conn.can_read():  # leftover reply, or closed by the server
+                raise ConnectionError("Connection has data")
+        except (ConnectionError, TimeoutError, OSError):
+            conn.disconnect()
+            conn.connect()
+            if conn.can_read():
+                raise ConnectionError("Connection not ready") from None
+    except BaseException:
+        give_back(pool, conn)
+        raise
+    return conn
+
+
+def give_back(pool: ConnectionPool, conn: Any) -> None:
+    """Return a connection from :func:`take_connection` (``None``: its slot only), as
+    ``BlockingConnectionPool.release`` does."""
+    untyped: Any = pool
+    if getattr(untyped, "_in_maintenance", False) or getattr(untyped, "cache", None):
+        untyped.release(conn)
+        return
+    untyped._checkpid()
+    if conn is not None and not untyped.owns_connection(conn):
+        # Another process's (or, with Sentinel, an old primary's): drop it, keep the slot.
+        conn.disconnect()
+        conn = None
+    elif conn is not None and getattr(conn, "should_reconnect", _never)():
+        conn.disconnect()  # told to by a server push (redis-py >= 6)
+    with contextlib.suppress(queue.Full):
+        untyped.pool.put_nowait(conn)
+
+
+def _never() -> bool:
+    return False
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):

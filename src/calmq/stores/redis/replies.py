@@ -1,6 +1,6 @@
 """Translating between calmq records and the Redis store's replies and arguments.
 
-Script arguments built from records (:func:`control_args`, :func:`flatten`), flat script
+Script arguments built from records (:func:`enqueue_args`, :func:`flatten`), flat script
 replies decoded into records (:func:`enqueue_result`, :func:`job_info`, ...), and error
 replies classified as "the server cannot take this now" (:func:`unavailable_reason`).
 """
@@ -80,6 +80,19 @@ def unavailable_reason(exc: RedisError | RedisClusterException, message: str) ->
     return None
 
 
+def enqueue_args(jobs: Sequence[NewJob]) -> list[Arg]:
+    """ARGV of enqueue.lua: the schema version, then 8 fields per job (21 with controls)."""
+    args: list[Arg] = [SCHEMA_VERSION]
+    for job in jobs:
+        run_at = job.run_at_ms
+        args += (
+            job.id, job.task, job.payload, job.priority, job.max_attempts,
+            job.delay_ms if job.delay_ms > 0 else 0, "" if run_at is None else run_at,
+        )  # fmt: skip
+        args += control_args(job)
+    return args
+
+
 def control_args(job: NewJob) -> tuple[Arg, ...]:
     """The controls field of enqueue.lua: '' for a plain job, else '1' and 13 fields."""
     if (
@@ -106,6 +119,18 @@ def control_args(job: NewJob) -> tuple[Arg, ...]:
         job.concurrency_limit,
         job.lane or "",
     )
+
+
+def enqueue_results(jobs: Sequence[NewJob], reply: list[Any] | bytes) -> list[EnqueueResult]:
+    """The results for ``jobs`` from enqueue.lua's reply to one call: 4 entries per job, or
+    the short reply (the state alone: a string for one job, else one entry per job) when
+    every job was created."""
+    if isinstance(reply, bytes):
+        return [EnqueueResult(jobs[0].id, True, _STATES[reply])]
+    if len(reply) == len(jobs):
+        states = _STATES
+        return [EnqueueResult(job.id, True, states[s]) for job, s in zip(jobs, reply, strict=True)]
+    return [enqueue_result(job, reply, ENQUEUE_FIELDS * n) for n, job in enumerate(jobs)]
 
 
 def enqueue_result(job: NewJob, reply: list[Any], at: int) -> EnqueueResult:

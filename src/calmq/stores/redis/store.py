@@ -57,10 +57,9 @@ from calmq.stores.redis.keys import (
     worker_keys,
 )
 from calmq.stores.redis.replies import (
-    ENQUEUE_FIELDS,
-    control_args,
     corrupt_info,
-    enqueue_result,
+    enqueue_args,
+    enqueue_results,
     flatten,
     job_info,
     score,
@@ -164,19 +163,20 @@ class RedisStore:
         """Store new jobs; one script call per queue, all in one round trip."""
         if not jobs:
             return []
+        queue = jobs[0].queue
+        if self._pool is not None and queue in self._known_queues:
+            for job in jobs:
+                if job.queue != queue:
+                    break
+            else:
+                return self._enqueue_one_queue(queue, jobs)
         by_queue: dict[str, list[int]] = {}
         for i, job in enumerate(jobs):
             by_queue.setdefault(job.queue, []).append(i)
-        calls: list[tuple[str, Sequence[str], Sequence[Arg]]] = []
-        for queue, positions in by_queue.items():
-            args: list[Arg] = [SCHEMA_VERSION]
-            for i in positions:
-                job = jobs[i]
-                run_at = "" if job.run_at_ms is None else job.run_at_ms
-                args += (job.id, job.task, job.payload, job.priority, job.max_attempts)
-                args += (max(job.delay_ms, 0), run_at)
-                args += control_args(job)
-            calls.append(("enqueue", self._queue(queue).for_script("enqueue"), args))
+        calls: list[tuple[str, Sequence[str], Sequence[Arg]]] = [
+            ("enqueue", self._queue(q).for_script("enqueue"), enqueue_args([jobs[i] for i in p]))
+            for q, p in by_queue.items()
+        ]
         new_queues = [q for q in by_queue if q not in self._known_queues]
         with self._guard():
             if len(calls) == 1 and not new_queues:
@@ -188,9 +188,25 @@ class RedisStore:
                 self._known_queues.update(new_queues)
         results: list[EnqueueResult | None] = [None] * len(jobs)
         for positions, reply in zip(by_queue.values(), replies, strict=True):
-            for n, i in enumerate(positions):
-                results[i] = enqueue_result(jobs[i], reply, ENQUEUE_FIELDS * n)
+            mine = enqueue_results([jobs[i] for i in positions], reply)
+            for i, result in zip(positions, mine, strict=True):
+                results[i] = result
         return [r for r in results if r is not None]
+
+    def _enqueue_one_queue(self, queue: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """The common case on one server: jobs of one queue this store has seen, so no
+        SADD rides along; one EVALSHA on the lean path (errors mapped as ``_guard`` does)."""
+        assert self._pool is not None
+        keys = self._queue(queue).for_script("enqueue")
+        args = enqueue_args(jobs)
+        self._in_use += 1
+        try:
+            reply = self._scripts.run_pooled(self._pool, "enqueue", keys, args)
+        except (RedisError, RedisClusterException) as exc:
+            raise self._translate(exc) from exc
+        finally:
+            self._in_use -= 1
+        return enqueue_results(jobs, reply)
 
     # --- workers ---------------------------------------------------------------------
     def claim(self, queue: str, *, limit: int, lease_ms: int) -> ClaimResult:

@@ -28,7 +28,9 @@
 --           throttle_key, throttle_limit, throttle_period_ms, rate_key, rate_limit,
 --           rate_period_ms, concurrency_key, concurrency_limit, lane ('' = none)
 -- Returns: flat array, 4 entries per job in input order: created (1 or 0), state,
---          outcome (created|exists|duplicate|replaced|throttled|rejected), duplicate_of ('')
+--          outcome (created|exists|duplicate|replaced|throttled|rejected), duplicate_of ('');
+--          when no job carries controls and every one was created, the short reply:
+--          just the state of each (ready|scheduled), a string for one job, else an array
 -- Errors: "calmq: foreign data in <key>" (a queue key, job key or derived key of the wrong
 --         type), raised before the first write
 
@@ -56,6 +58,135 @@ while i <= #ARGV do
   else
     i = i + 8
   end
+end
+
+-- The plain path: no job carries controls and the queue has no bound (the common case).
+-- Same checks and results as the general path below, in fewer calls: the reads that
+-- validate a key also fetch what is needed from it (HMGET config, LLEN wake), one EXISTS
+-- covers every job key (TYPE per job only when some exist), the seq counter is checked by
+-- its INCRBY (the first write: it fails whole, before anything changed), and the ready and
+-- scheduled sets get one ZADD each. Returns nil, before any write, for a bounded queue.
+local function checked(cmd, key, want, ...)
+  local reply = redis.pcall(cmd, key, ...)
+  if type(reply) == 'table' and reply.err then
+    if string.find(reply.err, 'WRONGTYPE', 1, true) then
+      foreign(key, redis.call('TYPE', key)['ok'], want)
+    elseif string.find(reply.err, 'not an integer', 1, true) then
+      foreign(key, 'non-integer string', 'integer')
+    end
+    error(reply)  -- not about the data (OOM, READONLY, ...): as redis.call would raise it
+  end
+  return reply
+end
+
+local function zadd_all(key, members)
+  for k = 1, #members, 1000 do
+    redis.call('ZADD', key, unpack(members, k, math.min(k + 999, #members)))
+  end
+end
+
+local function enqueue_plain()
+  if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
+  local idle = checked('LLEN', wake, 'list') == 0
+  checked('ZCARD', ready, 'zset')
+  local n, jks, later = #starts, {}, false
+  for k, b in ipairs(starts) do
+    jks[k] = tag .. ':job:' .. ARGV[b]
+    later = later or ARGV[b + 5] ~= '0' or ARGV[b + 6] ~= ''
+  end
+  if later then check_type(scheduled, 'zset') end
+  local fresh, prior = n, {}
+  for k = 1, n, 500 do
+    fresh = fresh - redis.call('EXISTS', unpack(jks, k, math.min(k + 499, n)))
+  end
+  if fresh < n then
+    for k = 1, n do
+      if check_type(jks[k], 'hash') == 'hash' then
+        prior[k] = redis.call('HGET', jks[k], 'state') or ''
+      end
+    end
+    fresh = n
+    for _ in pairs(prior) do fresh = fresh - 1 end
+  end
+  -- Validated. A repeated id inside the batch is counted here too: it leaves a gap in seq.
+  local seq = 0
+  if fresh > 0 then seq = checked('INCRBY', seq_key, 'string', fresh) - fresh end
+  local now = now_ms()
+  local made, ready_members, later_members, states, created, count = {}, {}, {}, {}, {}, 0
+  for k, b in ipairs(starts) do
+    local id = ARGV[b]
+    local state = prior[k] or made[id]
+    if not state then
+      local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+      local run_at = now
+      if delay > 0 then run_at = now + delay elseif at and at > now then run_at = at end
+      seq = seq + 1
+      state = 'ready'
+      if run_at > now then state = 'scheduled' end
+      -- Numbers that arrived as text are stored as that text (no Lua number round trip).
+      redis.call('HSET', jks[k], 'id', id, 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
+        'state', state, 'priority', ARGV[b + 3], 'attempt', '0', 'max_attempts', ARGV[b + 4],
+        'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+      if state == 'ready' then
+        ready_members[#ready_members + 1] = -tonumber(ARGV[b + 3]) * 1e12 + seq
+        ready_members[#ready_members + 1] = id
+      else
+        later_members[#later_members + 1] = run_at
+        later_members[#later_members + 1] = id
+      end
+      made[id] = state
+      created[k], count = true, count + 1
+    end
+    states[k] = state
+  end
+  zadd_all(ready, ready_members)
+  zadd_all(scheduled, later_members)
+  if idle and #ready_members > 0 then redis.call('RPUSH', wake, 1) end
+  if count == n then return states end  -- all created: the short reply
+  local out = {}
+  for k = 1, n do
+    if created[k] then
+      out[4 * k - 3], out[4 * k - 1] = 1, 'created'
+    else
+      out[4 * k - 3], out[4 * k - 1] = 0, 'exists'
+    end
+    out[4 * k - 2], out[4 * k] = states[k], ''
+  end
+  return out
+end
+
+-- One plain job (task.enqueue): the plain path without its tables and loops.
+local function enqueue_one()
+  if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
+  local idle = checked('LLEN', wake, 'list') == 0
+  checked('ZCARD', ready, 'zset')  -- integer replies: cheaper than TYPE's status table
+  local id, delay, at = ARGV[2], tonumber(ARGV[7]), tonumber(ARGV[8])
+  if delay > 0 or at then check_type(scheduled, 'zset') end
+  local jk = tag .. ':job:' .. id
+  if check_type(jk, 'hash') == 'hash' then
+    return {0, redis.call('HGET', jk, 'state') or '', 'exists', ''}
+  end
+  local seq = checked('INCRBY', seq_key, 'string', 1)
+  local now = now_ms()
+  local run_at, state = now, 'ready'
+  if delay > 0 then run_at = now + delay elseif at and at > now then run_at = at end
+  if run_at > now then state = 'scheduled' end
+  redis.call('HSET', jk, 'id', id, 'task', ARGV[3], 'payload', ARGV[4], 'state', state,
+    'priority', ARGV[5], 'attempt', '0', 'max_attempts', ARGV[6], 'token', '', 'seq', seq,
+    'enq', now, 'run_at', run_at, 'v', version)
+  if state == 'ready' then
+    redis.call('ZADD', ready, -tonumber(ARGV[5]) * 1e12 + seq, id)
+    if idle then redis.call('RPUSH', wake, 1) end
+  else
+    redis.call('ZADD', scheduled, run_at, id)
+  end
+  return state  -- the short reply for one created job
+end
+
+if next(controls) == nil then
+  local out
+  if #starts == 1 then out = enqueue_one() else out = enqueue_plain() end
+  if out then return out end
 end
 
 -- Validate everything first: Redis does not roll back a script that fails half-way.
