@@ -271,7 +271,8 @@ class App:
                      delay_ms, run_at_ms)  # fmt: skip
         if plan.plain:
             return job  # the plain, fast path: no binding, no keys
-        arguments = CallArguments(call.args, call.kwargs, task.bind(call.args, call.kwargs))
+        named = task.bind(call.args, call.kwargs) if plan.limits.uses_names else {}
+        arguments = CallArguments(call.args, call.kwargs, named)
         fields = msgspec.structs.asdict(job_limits(plan.limits, task.name, arguments))
         return msgspec.structs.replace(job, **fields)
 

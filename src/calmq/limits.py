@@ -173,6 +173,14 @@ class Limits:
         """True when no control is set (the plain, fast path)."""
         return self == _NO_LIMITS
 
+    @property
+    def uses_names(self) -> bool:
+        """True when a key is a format string, which may name arguments: only then must a
+        call's arguments be bound to the parameter names (binding costs more than the key)."""
+        controls = (self.unique, self.throttle, self.rate_limit, self.concurrency_limit)
+        specs = [self.fairness_key, *(c.key for c in controls if c is not None)]
+        return any(isinstance(spec, str) for spec in specs)
+
 
 _NO_LIMITS = Limits()
 

@@ -118,3 +118,11 @@ def test_lanes_never_collide() -> None:
     assert lane_of("a|c1:b", None, None) != lane_of("a", "b", None)
     job = NewJob("i", "q", "t", b"", rate_key="r", fairness_key="f")
     assert job.lane == "r1:r|f1:f"
+
+
+def test_limits_bind_arguments_by_name_only_for_format_string_keys() -> None:
+    assert not Limits().uses_names
+    assert not Limits(unique=Unique()).uses_names  # hash of the arguments
+    assert not Limits(rate_limit=RateLimit(5, 1.0, key=lambda tenant: tenant)).uses_names
+    assert Limits(concurrency_limit=ConcurrencyLimit(1, key="account:{account}")).uses_names
+    assert Limits(fairness_key="{0}").uses_names
