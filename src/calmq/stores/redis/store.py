@@ -46,12 +46,11 @@ from calmq.job import (
 from calmq.settings import Settings
 from calmq.stores import redact_url
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS
-from calmq.stores.redis import registry
+from calmq.stores.redis import browse, registry
 from calmq.stores.redis.connection import open_connection
 from calmq.stores.redis.keys import (
     QueueKeys,
     WorkerKeys,
-    derived_key,
     queue_keys,
     queues_key,
     worker_keys,
@@ -356,20 +355,8 @@ class RedisStore:
     ) -> list[JobInfo]:
         """Jobs of one state, in claim / due / deadline order, or newest first for dead."""
         keys = self._queue(queue)
-        index = {
-            JobState.READY: keys.ready,
-            JobState.SCHEDULED: keys.scheduled,
-            JobState.RUNNING: keys.leases,
-            JobState.DEAD: keys.dead,
-        }.get(state)
-        if index is None or limit < 1:
-            return []  # succeeded and cancelled jobs are not indexed
-        start, stop = max(offset, 0), max(offset, 0) + limit - 1
         with self._guard():
-            read = self._client.zrevrange if state is JobState.DEAD else self._client.zrange
-            ids = cast(list[bytes], read(index, start, stop))
-            if state is JobState.READY and len(ids) < limit:
-                ids += self._lane_ids(keys, start, limit - len(ids))
+            ids = browse.list_ids(self._client, keys, state, max(offset, 0), limit)
             pipe = self._client.pipeline(transaction=False)
             for raw in ids:
                 pipe.hgetall(keys.job(raw.decode()))
@@ -383,51 +370,12 @@ class RedisStore:
                 jobs.append(corrupt_info(queue, job_id, state, fields))
         return jobs
 
-    def _lane_ids(self, keys: QueueKeys, start: int, wanted: int) -> list[bytes]:
-        """Ready jobs waiting in lanes, listed after the plain ready ones (lane by lane, in
-        turn order); ``start`` counts from the first plain ready job."""
-        skip = max(start - int(self._client.zcard(keys.ready)), 0)
-        ids: list[bytes] = []
-        for lane in cast(list[bytes], self._client.zrange(keys.lanes, 0, -1)):
-            lane_key = derived_key(keys.tag, "lane", lane.decode())
-            size = int(self._client.zcard(lane_key))
-            if skip >= size:
-                skip -= size
-                continue
-            ids += cast(
-                list[bytes], self._client.zrange(lane_key, skip, skip + wanted - len(ids) - 1)
-            )
-            skip = 0
-            if len(ids) >= wanted:
-                break
-        return ids
-
     def counts(self, queues: Sequence[str] | None = None) -> list[QueueCounts]:
-        """Jobs per state, for the given queues or every known queue (one round trip, two
-        when a queue has lanes: their jobs count as ready)."""
+        """Jobs per state, for the given queues or every known queue."""
         names = self.queues() if queues is None else list(queues)
-        all_keys = [self._queue(q) for q in names]
         with self._guard():
-            pipe = self._client.pipeline(transaction=False)
-            for keys in all_keys:
-                for key in (keys.ready, keys.scheduled, keys.leases, keys.dead):
-                    pipe.zcard(key)
-                pipe.zrange(keys.lanes, 0, -1)
-            replies = pipe.execute()
-            sizes = [replies[5 * i : 5 * i + 4] for i in range(len(names))]
-            lanes = [replies[5 * i + 4] for i in range(len(names))]
-            if any(lanes):
-                pipe = self._client.pipeline(transaction=False)
-                for keys, queue_lanes in zip(all_keys, lanes, strict=True):
-                    for lane in queue_lanes:
-                        pipe.zcard(derived_key(keys.tag, "lane", lane.decode()))
-                waiting = iter(pipe.execute())
-                for size, queue_lanes in zip(sizes, lanes, strict=True):
-                    size[0] += sum(next(waiting) for _ in queue_lanes)
-        return [
-            QueueCounts(name, *(int(n) for n in size))
-            for name, size in zip(names, sizes, strict=True)
-        ]
+            sizes = browse.state_sizes(self._client, [self._queue(q) for q in names])
+        return [QueueCounts(name, *size) for name, size in zip(names, sizes, strict=True)]
 
     def queues(self) -> list[str]:
         """Names of every queue that ever received a job, sorted."""
