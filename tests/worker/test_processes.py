@@ -214,6 +214,24 @@ def test_poison_pill_is_dead_lettered_after_its_deliveries(
     assert supervisor.wait() == 0
 
 
+def test_stop_signals_during_start_up_reach_every_child(
+    settings: Settings, workers: Callable[..., WorkerProcess]
+) -> None:
+    """A SIGTERM that lands while the supervisor is forking its children must still stop
+    each of them (the handler only forwards to children already on its list)."""
+    import psutil
+
+    for _ in range(3):
+        supervisor = workers(settings, "--processes", "4")
+        parent = psutil.Process(supervisor.pid)
+        wait_until(lambda: len(parent.children()) >= 1, what="the first child")  # noqa: B023
+        children = parent.children()
+        supervisor.signal(signal.SIGTERM)
+        assert supervisor.wait() == 0
+        _, alive = psutil.wait_procs(children, timeout=30)
+        assert not alive, f"children left running: {alive}"
+
+
 def test_supervisor_restarts_a_killed_worker_process(
     app: App, settings: Settings, tmp_path: Path, workers: Callable[..., WorkerProcess]
 ) -> None:

@@ -1,17 +1,20 @@
 """Run N worker processes and restart any that dies (``calmq worker --processes N``).
 
 How a child starts is the caller's choice (:data:`StartChild`): :func:`fork_child` forks the
-supervisor, which has already imported calmq and the app but never runs a job, holds no store
-connection and starts no thread of its own, so each child begins with everything imported
-(the pre-fork model of gunicorn and Celery; starting a fresh interpreter per child cost about
-0.15 s of CPU each). :func:`spawn_child` starts a fresh ``python -m calmq worker ...
---processes 1`` instead, where fork is not safe. Either way a child that crashes, is
+supervisor, which has already imported calmq and the app but never runs a job or opens the
+store, so each child begins with everything imported (the pre-fork model of gunicorn and
+Celery; starting a fresh interpreter per child cost about 0.15 s of CPU each). The threads the
+supervisor may run (the log flusher, the metrics endpoint) do not survive into the child; the
+log handler is locked across the fork (calmq.logs) so no write is cut in half.
+:func:`spawn_child` starts a fresh ``python -m calmq worker ... --processes 1`` instead, where
+fork is not safe. Either way a child that crashes, is
 OOM-killed or exits asking for a restart (abandoned threads) is replaced by a new one; the jobs
 it held come back when their leases expire. Stop signals are forwarded to every child.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -52,8 +55,12 @@ class ForkedChild:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            pid, status = os.waitpid(self.pid, os.WNOHANG)
-            if pid:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost (Popen says 0)
+                self.returncode = 0
+                return self.returncode
+            if pid and self.returncode is None:
                 # Like Popen: the exit code, or minus the signal that killed it.
                 self.returncode = os.waitstatus_to_exitcode(status)
         return self.returncode
@@ -65,16 +72,19 @@ class ForkedChild:
 
 def fork_child(run: Callable[[], object]) -> ForkedChild:
     """Fork; the child runs ``run()`` and exits with its result (an int, else 0), never
-    returning here."""
-    # Blocked across the fork, so a stop signal cannot reach the child while it still has
-    # the supervisor's handler (which would forward it to the child's siblings).
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    try:
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - runs in the child, which never returns
+    returning here. Call it with the stop signals blocked (:meth:`Supervisor._spawn` does),
+    so none reaches the child while it still has the supervisor's handler, which would
+    forward it to the child's siblings."""
+    # Buffered output would otherwise be written once more by every child.
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child, which never returns
+        try:
             _run_forked(run)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        finally:
+            os._exit(1)  # whatever happened, never go on as a second supervisor
     return ForkedChild(pid)
 
 
@@ -90,12 +100,15 @@ def _run_forked(run: Callable[[], object]) -> None:  # pragma: no cover - child 
         result = run()
         code = result if isinstance(result, int) else 0
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
-        traceback.print_exc()
+        with contextlib.suppress(BaseException):
+            traceback.print_exc()
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        with contextlib.suppress(BaseException):
+            logging.shutdown()  # buffered log lines (calmq's handler writes in batches)
+            sys.stdout.flush()
+            sys.stderr.flush()
         os._exit(code)
 
 
@@ -128,6 +141,8 @@ class Supervisor:
         for sig in STOP_SIGNALS:
             signal.signal(sig, self._on_signal)
         for slot in range(self.processes):
+            if self.stop_signals:  # stopped while starting: start no more
+                break
             self._spawn(slot)
         exit_code = 0
         while self.children:
@@ -135,8 +150,14 @@ class Supervisor:
         return exit_code
 
     def _spawn(self, slot: int) -> None:
-        child = self.start_child()
-        self.children[slot] = (child, time.monotonic())
+        # Stop signals wait until the child is on the list, so the handler forwards them to
+        # it too (and a forked child gets none before it drops our handler).
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            child = self.start_child()
+            self.children[slot] = (child, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
         log.info("started worker process %d (pid %d)", slot, child.pid)
 
     def _reap_one(self) -> int:
@@ -169,6 +190,7 @@ class Supervisor:
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stop_signals += 1
         log.info("supervisor got signal %d; forwarding to %d workers", signum, len(self.children))
-        for child, _ in self.children.values():
-            if child.poll() is None:
+        for child, _ in list(self.children.values()):
+            # No poll() here: reaping belongs to the main loop this handler interrupted.
+            with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signum)

@@ -418,7 +418,11 @@ UPDATE lanes
 SET turn = coalesce(json_extract(u.value, '$[1]'), turn),
     blocked_until = json_extract(u.value, '$[2]')
 FROM json_each(:updates) AS u
-WHERE lanes.queue = :queue AND lanes.lane = json_extract(u.value, '$[0]');
+WHERE lanes.queue = :queue AND lanes.lane = json_extract(u.value, '$[0]')
+  -- Without this the planner visits every lane of the queue once per update (measured:
+  -- 0.9 s per claim with 30,000 lanes, holding the write lock); with it, a primary-key
+  -- lookup per updated lane.
+  AND lanes.lane IN (SELECT json_extract(value, '$[0]') FROM json_each(:updates));
 
 -- Lanes a claim found empty (a JSON array of names).
 -- name: drop_lanes
