@@ -190,3 +190,20 @@ def test_a_connection_closed_by_the_server_is_replaced(
         assert store.enqueue([job("after")])[0].created
     finally:
         store.close()
+
+
+def test_resp3_connections_take_redis_py_own_pool_path(
+    redis_server: RedisServer, key_prefix: str
+) -> None:
+    """With RESP3, redis-py 8 may leave server pushes waiting on idle connections; the lean
+    path must not mistake them for unread replies (it hands such pools to redis-py)."""
+    url = f"{redis_server.url}?protocol=3"
+    store = RedisStore(url, Settings(url=url, key_prefix=key_prefix, pool_size=1))
+    try:
+        for n in range(3):
+            assert store.enqueue([job(f"j{n}")])[0].created
+        claimed = store.claim(Q, limit=10, lease_ms=30_000)
+        assert sorted(j.id for j in claimed.jobs) == ["j0", "j1", "j2"]
+        assert store.connections_in_use() == 0
+    finally:
+        store.close()

@@ -179,7 +179,7 @@ def take_connection(pool: ConnectionPool) -> Any:
     redis-py's own path. Give it back with :func:`give_back`.
     """
     untyped: Any = pool  # redis-py leaves the pool's attributes unannotated
-    if getattr(untyped, "_in_maintenance", False) or getattr(untyped, "cache", None):
+    if not _plain(untyped):
         return untyped.get_connection()
     untyped._checkpid()
     try:
@@ -208,7 +208,7 @@ def give_back(pool: ConnectionPool, conn: Any) -> None:
     """Return a connection from :func:`take_connection` (``None``: its slot only), as
     ``BlockingConnectionPool.release`` does."""
     untyped: Any = pool
-    if getattr(untyped, "_in_maintenance", False) or getattr(untyped, "cache", None):
+    if not _plain(untyped):
         untyped.release(conn)
         return
     untyped._checkpid()
@@ -224,6 +224,16 @@ def give_back(pool: ConnectionPool, conn: Any) -> None:
 
 def _never() -> bool:
     return False
+
+
+def _plain(pool: Any) -> bool:
+    """True for a pool the shortcut covers: not in maintenance, no client-side cache, no
+    maintenance notifications (RESP3 in redis-py >= 8: pushes may wait on an idle
+    connection, which the shortcut would take for unread data)."""
+    if getattr(pool, "_in_maintenance", False) or getattr(pool, "cache", None):
+        return False
+    notifications = getattr(pool, "maint_notifications_enabled", _never)
+    return not notifications()
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):

@@ -61,7 +61,8 @@ while i <= #ARGV do
 end
 
 -- The plain path: no job carries controls and the queue has no bound (the common case).
--- Same checks and results as the general path below, in fewer calls: the reads that
+-- The general path's results, and its checks of every key this path touches (lanes, dead
+-- and the derived keys are not touched, so not checked), in fewer calls: the reads that
 -- validate a key also fetch what is needed from it (HMGET config, LLEN wake), one EXISTS
 -- covers every job key (TYPE per job only when some exist), the seq counter is checked by
 -- its INCRBY (the first write: it fails whole, before anything changed), and the ready and
