@@ -194,7 +194,8 @@ class RedisStore:
 
     def _enqueue_one_queue(self, queue: str, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         """The common case on one server: jobs of one queue this store has seen, so no
-        SADD rides along; one EVALSHA on the lean path (errors mapped as ``_guard`` does)."""
+        SADD rides along; one EVALSHA on the lean path. ``_guard`` is written out here: the
+        generator-based context manager costs about 1 µs, a few percent of an enqueue."""
         assert self._pool is not None
         keys = self._queue(queue).for_script("enqueue")
         args = enqueue_args(jobs)
