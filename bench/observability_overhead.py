@@ -2,11 +2,14 @@
 """Cost of observability in the worker: Prometheus metrics + JSON logs on vs off.
 
     .venv/bin/python bench/observability_overhead.py [--url redis://127.0.0.1:6390/0]
-        [--jobs 30000] [--rounds 3] [--pool solo] [--concurrency 64] [--out obs.jsonl]
+        [--job noop|incr] [--jobs 30000] [--rounds 3] [--pool solo] [--concurrency 64]
+        [--out obs.jsonl]
 
-Per round and mode (``off``, ``on``; the order alternates per round): N no-op jobs
-(``calmq.benchmark.jobs:noop``, the ``calmq bench`` job) are enqueued with ``enqueue_many``
-under a fresh key prefix, then one ``calmq worker calmq.benchmark.jobs:app --burst`` drains them.
+Per round and mode (``off``, ``on``; the order alternates per round): N jobs are enqueued with
+``enqueue_many`` under a fresh key prefix, then one ``calmq worker observability_overhead:app
+--burst`` (this file, imported by the worker) drains them. ``--job noop`` (default): a job that
+does nothing (as ``calmq bench``'s); ``--job incr``: the peer harness's standard job, one
+Redis ``INCR`` through the job's own client (bench/peers/peer_calmq.py).
 
 - ``off``: ``--log-level warning`` and no metrics (no per-job log line).
 - ``on``: ``--log-level info --log-json --metrics-port P``: one JSON line per finished job to
@@ -32,9 +35,31 @@ import tempfile
 import time
 import urllib.request
 
+import redis
+
 from calmq import App, Settings
 
-APP = "calmq.benchmark.jobs:app"
+APP = "observability_overhead:app"
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: The worker's app (it imports this file): store from CALMQ_URL / CALMQ_KEY_PREFIX.
+app = App()
+_client: list[redis.Redis] = []
+
+
+@app.task(name="bench.noop", retries=0)
+def noop(i: int) -> None:
+    """Does nothing: what is left is calmq's own cost per job."""
+
+
+@app.task(name="bench.incr", retries=0)
+def incr(i: int) -> None:
+    """The peer harness's job: one Redis round trip through the job's own client."""
+    if not _client:
+        _client.append(redis.Redis.from_url(os.environ["CALMQ_URL"]))
+    _client[0].incr("obsbench:done")
+
+
 MODES = {
     "off": ["--log-level", "warning"],
     "on": ["--log-level", "info", "--log-json", "--metrics-port", "{port}"],
@@ -56,15 +81,15 @@ def waiting(app: App) -> int:
 def run_one(args, mode: str, n: int, rnd: int, workdir: str) -> dict:
     prefix = f"obsbench-{os.getpid()}-{rnd}-{mode}-{n}"
     app = App(settings=Settings(url=args.url, key_prefix=prefix))
-    from calmq.benchmark import jobs
-
-    noop = app.task(name=jobs.noop.name, retries=0)(jobs.noop.fn)
+    job = {"noop": noop, "incr": incr}[args.job]
+    task = app.task(name=job.name, retries=0)(job.fn)
     for first in range(0, n, 1000):
-        noop.enqueue_many([(i,) for i in range(first, min(n, first + 1000))])
+        task.enqueue_many([(i,) for i in range(first, min(n, first + 1000))])
     flags = [f.format(port=args.metrics_port) for f in MODES[mode]]
     cmd = [sys.executable, "-m", "calmq", "worker", APP, "--queues", "default", "--burst",
            "--pool", args.pool, "--concurrency", str(args.concurrency), *flags]  # fmt: skip
-    env = dict(os.environ, CALMQ_URL=args.url, CALMQ_KEY_PREFIX=prefix, CALMQBENCH_DIR=workdir)
+    path = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, CALMQ_URL=args.url, CALMQ_KEY_PREFIX=prefix, PYTHONPATH=path)
     log_path = os.path.join(workdir, f"worker-{rnd}-{mode}-{n}.log")
     cpu0 = cpu_children()
     t_spawn = time.perf_counter()
@@ -110,7 +135,7 @@ def run_one(args, mode: str, n: int, rnd: int, workdir: str) -> dict:
     with open(log_path, "rb") as f:
         log_lines = sum(1 for _ in f)
     rec = {
-        "round": rnd, "mode": mode, "jobs": n, "pool": args.pool, "concurrency": args.concurrency,
+        "round": rnd, "mode": mode, "job": args.job, "jobs": n, "pool": args.pool, "concurrency": args.concurrency,
         "cpu_s": round(cpu, 4), "wall_s": round(t_exit - t_spawn, 4), "left": left, "dead": dead,
         "exit": proc.returncode, "log_lines": log_lines, "metrics_bytes": scraped,
         "load1": round(os.getloadavg()[0], 2),
@@ -123,6 +148,7 @@ def run_one(args, mode: str, n: int, rnd: int, workdir: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--url", default="redis://127.0.0.1:6390/0")
+    ap.add_argument("--job", default="noop", choices=["noop", "incr"])
     ap.add_argument("--jobs", type=int, default=30_000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--pool", default="solo", choices=["solo", "threads"])
@@ -165,12 +191,15 @@ def main() -> None:
         print(f"\n{mode} vs off (medians of {args.rounds} rounds): net CPU/job {cpu_pct:+.1f} %"
               f" (with start-up {gross:+.1f} %), drain rate {-rate_pct:+.1f} %")  # fmt: skip
         # Per-round paired ratios (same round, adjacent runs: the load is the most alike).
+        paired = []
         for rnd in range(1, args.rounds + 1):
             on = next(r for r in recs if r["round"] == rnd and r["mode"] == mode)
             off = next(r for r in recs if r["round"] == rnd and r["mode"] == "off")
+            paired.append(on["net_cpu_us_per_job"] / off["net_cpu_us_per_job"])
             print(f"  round {rnd}: net CPU {on['net_cpu_us_per_job'] / off['net_cpu_us_per_job']:.2f}x"
                   f", rate {on.get('drain_per_s', 0) / off.get('drain_per_s', 1):.2f}x"
                   f" (load {off['load1']}/{on['load1']})")  # fmt: skip
+        print(f"  median of the paired net CPU ratios: {statistics.median(paired):.3f}x")
 
 
 if __name__ == "__main__":

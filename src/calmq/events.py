@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 log = logging.getLogger("calmq.events")
 
@@ -38,7 +39,10 @@ class EventKind(enum.StrEnum):
     QUEUE_SAMPLE = "queue_sample"  # depths and oldest-ready age of a queue, in ``values``
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+_now = time.time
+
+
+@dataclasses.dataclass(frozen=True, init=False)
 class Event:
     """One lifecycle event. Times in milliseconds; ``at`` is this machine's clock."""
 
@@ -56,8 +60,46 @@ class Event:
     values: dict[str, float] | None = None
     at: float = dataclasses.field(default_factory=time.time)
 
+    def __init__(
+        self, kind: EventKind, queue: str, task: str = "", job_id: str = "", attempt: int = 0,
+        max_attempts: int = 0, wait_ms: float | None = None, run_ms: float | None = None,
+        error: str | None = None, count: int = 1, detail: str = "",
+        values: dict[str, float] | None = None, at: float | None = None,
+    ) -> None:  # fmt: skip
+        # The worker builds one per job: filling __dict__ directly costs a third of the
+        # generated frozen __init__ (one object.__setattr__ per field). Still frozen after.
+        d = self.__dict__
+        d["kind"] = kind
+        d["queue"] = queue
+        d["task"] = task
+        d["job_id"] = job_id
+        d["attempt"] = attempt
+        d["max_attempts"] = max_attempts
+        d["wait_ms"] = wait_ms
+        d["run_ms"] = run_ms
+        d["error"] = error
+        d["count"] = count
+        d["detail"] = detail
+        d["values"] = values
+        d["at"] = _now() if at is None else at
+
 
 Hook = Callable[[Event], None]
+F = TypeVar("F", bound=Callable[..., None])
+#: Where :func:`listens_to` keeps a hook's kinds (bound methods see their function's).
+EVENT_KINDS_ATTR = "calmq_event_kinds"
+
+
+def listens_to(*kinds: EventKind) -> Callable[[F], F]:
+    """Mark a hook as interested in ``kinds`` only: subscribing it without ``kinds`` (as
+    ``app.on_event`` does) then subscribes it to these, so nobody builds the other events
+    for it. Works on functions and methods."""
+
+    def mark(hook: F) -> F:
+        setattr(hook, EVENT_KINDS_ATTR, frozenset(kinds))
+        return hook
+
+    return mark
 
 
 class Hooks:
@@ -81,8 +123,10 @@ class Hooks:
         return kind in self._wanted
 
     def subscribe(self, hook: Hook, kinds: Iterable[EventKind] | None = None) -> Hook:
-        """Call ``hook`` for every event (or only ``kinds``); returns it, so it works as a
-        decorator."""
+        """Call ``hook`` for every event (or only ``kinds``, by default those it was marked
+        with by :func:`listens_to`); returns it, so it works as a decorator."""
+        if kinds is None:
+            kinds = getattr(hook, EVENT_KINDS_ATTR, None)
         with self._lock:
             self._hooks = (*self._hooks, (hook, None if kinds is None else frozenset(kinds)))
             self._recompute()

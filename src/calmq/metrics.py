@@ -4,16 +4,26 @@
 ``calmq worker --metrics-port 9100`` or mount :func:`asgi_app` in an existing ASGI app.
 Multi-process workers (``--processes N``) write to ``PROMETHEUS_MULTIPROC_DIR`` and the
 supervisor serves the sum (prometheus-client's multiprocess mode).
+
+Per job, the hot path touches no prometheus-client object (each one takes a lock, and in
+multiprocess mode writes an mmap): it adds to plain per-(queue, task) tallies, which
+:meth:`Metrics.flush` moves into the prometheus children at every scrape, every
+``flush_interval`` seconds while events flow (and, in multiprocess mode, from a flusher thread
+when they stop) and at :meth:`Metrics.close`.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections.abc import Callable
+import threading
+import weakref
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from calmq.errors import ConfigurationError
-from calmq.events import Event, EventKind
+from calmq.events import Event, EventKind, listens_to
 from calmq.stores.base import Store
 
 try:
@@ -32,6 +42,15 @@ COUNTED = {
     EventKind.RETRIED, EventKind.DEAD, EventKind.CANCELLED, EventKind.LEASE_LOST,
     EventKind.STALE, EventKind.RELEASED,
 }  # fmt: skip
+#: Kinds tallied per (queue, task) in the hot path; the rest are rare and go straight through.
+TALLIED = frozenset(COUNTED | {EventKind.FAILED})
+#: What :meth:`Metrics.on_event` listens to. Not CLAIMED: an attempt's wait time is observed
+#: from the SUCCEEDED or FAILED event that ends it, so a worker builds one event per job.
+HANDLED = frozenset(TALLIED | {EventKind.RESCUED, EventKind.ALERT, EventKind.QUEUE_SAMPLE})
+# Enum members as plain names: ``EventKind.X`` costs a metaclass lookup, per job.
+_SUCCEEDED, _FAILED, _ENQUEUED = EventKind.SUCCEEDED, EventKind.FAILED, EventKind.ENQUEUED
+#: Longest a tally waits in the hot path before reaching the prometheus children (seconds).
+FLUSH_INTERVAL = 0.5
 
 
 def _require() -> None:
@@ -42,17 +61,71 @@ def _require() -> None:
 
 
 def multiprocess() -> bool:
+    """Whether prometheus-client runs in multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``)."""
     return bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+
+
+def _bounds_ms(buckets: Sequence[float]) -> tuple[float, ...]:
+    """Upper bounds in milliseconds, as events carry times (no division per job)."""
+    return (*(bound * 1000 for bound in buckets), math.inf)
+
+
+WAIT_BOUNDS_MS, RUN_BOUNDS_MS, ENQUEUE_BOUNDS_MS = map(
+    _bounds_ms, (WAIT_BUCKETS, RUN_BUCKETS, ENQUEUE_BUCKETS)
+)
+
+
+class _Tally:
+    """What one (queue, task) did since the last flush: outcome counts, and per histogram
+    the count per bucket (not cumulative, as prometheus-client keeps them) and the sum (ms)."""
+
+    __slots__ = ("enqueue", "enqueue_sum", "outcomes", "run", "run_sum", "wait", "wait_sum")
+
+    def __init__(self) -> None:
+        self.outcomes: dict[EventKind, int] = {}
+        self.wait = [0] * len(WAIT_BOUNDS_MS)
+        self.run = [0] * len(RUN_BOUNDS_MS)
+        self.enqueue = [0] * len(ENQUEUE_BOUNDS_MS)
+        self.wait_sum = self.run_sum = self.enqueue_sum = 0.0
+
+
+class _FlushOnCollect:
+    """Registered ahead of calmq's metrics: every collection (scrape, ``get_sample_value``)
+    first moves the pending tallies into them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        self.metrics.flush()
+        return []
 
 
 class Metrics:
     """calmq's metrics in one registry; subscribe :meth:`on_event` to an app's events."""
 
-    def __init__(self, registry: Any = None) -> None:
+    def __init__(self, registry: Any = None, *, flush_interval: float = FLUSH_INTERVAL) -> None:
         _require()
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self.flush_interval = flush_interval
         self._children: dict[tuple[object, ...], Any] = {}
+        self._pending: dict[tuple[str, str], _Tally] = {}
+        self._lock = threading.Lock()  # guards _pending (hooks run on any thread)
+        self._flush_lock = threading.Lock()  # one flush at a time: children are cached
+        self._next_flush = 0.0
+        self._multiprocess = multiprocess()
+        self._flusher: threading.Thread | None = None
+        self._flusher_pid = 0
+        self._closed = threading.Event()
+        # A forked child (gunicorn --preload, a pre-forking supervisor) must not report the
+        # tallies its parent gathered before the fork, nor inherit a lock held at that moment.
+        me = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _forget_after_fork(me))
+        r.register(_FlushOnCollect(self))
         self.jobs = Counter("calmq_jobs", "Job lifecycle outcomes.",
                             ["queue", "task", "outcome"], registry=r)  # fmt: skip
         self.wait = Histogram("calmq_job_wait_seconds", "From ready to claimed (store clock).",
@@ -75,23 +148,85 @@ class Metrics:
         self.connections = Gauge("calmq_pool_connections_in_use", "Connections checked out.",
                                  ["pool"], registry=r, multiprocess_mode="livesum")  # fmt: skip
 
+    @listens_to(*HANDLED)
     def on_event(self, event: Event) -> None:
         """Event hook: count outcomes, observe wait/run/enqueue times."""
         kind = event.kind
-        if kind in COUNTED:
-            self._child(self.jobs, event.queue, event.task, kind.value).inc(event.count)
-        if kind is EventKind.CLAIMED and event.wait_ms is not None:
-            self._child(self.wait, event.queue, event.task).observe(event.wait_ms / 1000)
-        elif kind in (EventKind.SUCCEEDED, EventKind.FAILED) and event.run_ms is not None:
-            self._child(self.run, event.queue, event.task).observe(event.run_ms / 1000)
-        elif kind is EventKind.ENQUEUED and event.run_ms is not None:
-            self.enqueue.labels(event.queue).observe(event.run_ms / 1000)
-        elif kind is EventKind.RESCUED:
+        if kind not in TALLIED:
+            self._rare(event)
+            return
+        key = (event.queue, event.task)
+        with self._lock:
+            tally = self._pending.get(key)
+            if tally is None:
+                tally = self._pending[key] = _Tally()
+            if kind is _SUCCEEDED or kind is _FAILED:
+                wait, run = event.wait_ms, event.run_ms
+                if wait is not None:
+                    tally.wait[bisect_left(WAIT_BOUNDS_MS, wait)] += 1
+                    tally.wait_sum += wait
+                if run is not None:
+                    tally.run[bisect_left(RUN_BOUNDS_MS, run)] += 1
+                    tally.run_sum += run
+                if kind is _FAILED:  # counted by the RETRIED, DEAD or STALE that follows
+                    return
+            elif kind is _ENQUEUED and event.run_ms is not None:
+                tally.enqueue[bisect_left(ENQUEUE_BOUNDS_MS, event.run_ms)] += 1
+                tally.enqueue_sum += event.run_ms
+            outcomes = tally.outcomes
+            outcomes[kind] = outcomes.get(kind, 0) + event.count
+        if event.at >= self._next_flush:
+            self._next_flush = event.at + self.flush_interval
+            self.flush()
+            self._ensure_flusher()
+
+    def _rare(self, event: Event) -> None:
+        kind = event.kind
+        if kind is EventKind.RESCUED:
             self.rescues.labels(event.queue).inc(event.count)
         elif kind is EventKind.ALERT:
             self.alerts.labels(event.detail.split(":", 1)[0], event.queue).inc()
         elif kind is EventKind.QUEUE_SAMPLE and event.values:
             self._sampled(event.queue, event.values)
+
+    def flush(self) -> None:
+        """Move the tallies gathered since the last flush into the prometheus children."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        if not pending:
+            return
+        with self._flush_lock:
+            for (queue, task), tally in pending.items():
+                for kind, count in tally.outcomes.items():
+                    self._child(self.jobs, queue, task, kind.value).inc(count)
+                if any(tally.wait):
+                    _add(self._child(self.wait, queue, task), tally.wait, tally.wait_sum)
+                if any(tally.run):
+                    _add(self._child(self.run, queue, task), tally.run, tally.run_sum)
+                if any(tally.enqueue):
+                    _add(self._child(self.enqueue, queue), tally.enqueue, tally.enqueue_sum)
+
+    def _ensure_flusher(self) -> None:
+        """In multiprocess mode nobody scrapes this process: flush from a thread too, so the
+        last jobs before a quiet spell reach the files (started in each process that tallies,
+        as a fork does not copy threads)."""
+        if not self._multiprocess or self._flusher_pid == os.getpid() or self._closed.is_set():
+            return
+        self._flusher_pid = os.getpid()
+        self._flusher = threading.Thread(target=self._flush_periodically,
+                                         name="calmq-metrics-flush", daemon=True)  # fmt: skip
+        self._flusher.start()
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(self.flush_interval):
+            self.flush()
+
+    def close(self) -> None:
+        """Flush what is pending and stop the flusher thread (at the end of a worker)."""
+        self._closed.set()
+        if self._flusher is not None and self._flusher_pid == os.getpid():
+            self._flusher.join(timeout=5)
+        self.flush()
 
     def _child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, cached: the lookup costs more than the increment and
@@ -120,7 +255,28 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format Prometheus scrapes (summed over processes in multiprocess mode)."""
+        self.flush()
         return prometheus_client.generate_latest(exposition_registry(self.registry))
+
+
+def _forget_after_fork(ref: weakref.ref[Metrics]) -> None:
+    metrics = ref()
+    if metrics is not None:
+        metrics._pending = {}
+        metrics._lock = threading.Lock()
+        metrics._flush_lock = threading.Lock()
+
+
+def _add(histogram_child: Any, counts: list[int], total_ms: float) -> None:
+    """Add per-bucket counts and their sum (``total_ms``, in milliseconds) to a histogram
+    child, as that many ``observe()`` calls would. prometheus-client keeps a child's buckets in
+    ``_buckets`` (one value per upper bound, not cumulative) and the sum in ``_sum``, in both
+    its modes; tests/observability pins this against the installed version."""
+    buckets = histogram_child._buckets
+    for i, count in enumerate(counts):
+        if count:
+            buckets[i].inc(count)
+    histogram_child._sum.inc(total_ms / 1000)
 
 
 def exposition_registry(own: Any) -> Any:

@@ -116,7 +116,8 @@ def test_json_logs_one_line_per_outcome_without_arguments(app: App, tmp_path: Pa
     by_event = collections.Counter(r["event"] for r in records)
     assert by_event["succeeded"] == 7 and by_event["retried"] == 4 and by_event["dead"] == 1
     first = next(r for r in records if r["job_id"] == ids[0])
-    assert {"time", "level", "logger", "job_id", "task", "queue", "attempt", "run_ms"} <= set(first)
+    assert {"time", "level", "logger", "job_id", "task", "queue", "attempt", "wait_ms",
+            "run_ms"} <= set(first)  # fmt: skip
     assert first["task"] == "append" and first["queue"] == "default" and first["attempt"] == 1
     assert secret not in stream.getvalue()
 

@@ -23,14 +23,17 @@ def run_single(app_path: str, config: WorkerConfig, *, metrics_port: int | None)
 
     app = load_app(app_path)
     stop_metrics = None
+    metrics = None
     if metrics_port is not None or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from calmq.metrics import Metrics, serve
 
         metrics = Metrics()
-        app.on_event(metrics.on_event)
+        app.on_event(metrics.on_event)  # the kinds it listens to only (no CLAIMED)
         if metrics_port is not None:  # a supervised child writes files; its parent serves
             stop_metrics = serve(metrics_port, metrics.registry)
     code = run_worker(app, config)
+    if metrics is not None:
+        metrics.close()  # the last tallies, to the registry or the multiprocess files
     if stop_metrics is not None:
         stop_metrics()
     # Sync jobs still running on threads (cancelled at the end of the grace period, their
@@ -62,14 +65,18 @@ def run_supervised(app_path: str, config: WorkerConfig, child_args: Sequence[str
 
         stop_metrics = serve(metrics_port, None)
     start_child: StartChild
-    if can_fork():
-        from calmq.cli.main import load_app
-
-        load_app(app_path)  # imported once, here: each child's load_app finds it loaded
-        start_child = lambda: fork_child(lambda: run_single(app_path, config, metrics_port=None))  # noqa: E731
-    else:
-        start_child = lambda: spawn_child(child_args)  # noqa: E731
     try:
+        if can_fork():
+            from calmq.cli.main import load_app
+
+            # Imported once, here (after PROMETHEUS_MULTIPROC_DIR is set: prometheus-client
+            # picks its mode at import); each child's load_app finds it loaded.
+            load_app(app_path)
+            start_child = lambda: fork_child(  # noqa: E731
+                lambda: run_single(app_path, config, metrics_port=None)
+            )
+        else:
+            start_child = lambda: spawn_child(child_args)  # noqa: E731
         code = Supervisor(start_child, processes, burst=config.burst).run()
     finally:
         if stop_metrics is not None:
