@@ -3,14 +3,18 @@
 Queues are served in strict order (the first queue with work first) or, with weights, in a
 weighted random order per fetch so a busy queue cannot starve a lighter one. An idle worker
 blocks in the store's ``wait_for_work`` (Redis: BLPOP on a wake-up list), so a new job wakes
-it at once; the wait never outlasts the next scheduled job's due time.
+it at once; the wait never outlasts the next scheduled job's due time. The claim that follows a
+wake-up runs on the waiter thread itself (:meth:`Fetcher.wait_then_claim`), so new work on an
+idle worker costs no hop through the event loop and the I/O thread before its claim.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
+import threading
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -21,6 +25,7 @@ from calmq.stores.base import Store
 T = TypeVar("T")
 log = logging.getLogger("calmq.worker")
 RunIO = Callable[..., Awaitable[Any]]
+OnClaimed = Callable[[list[ClaimedJob]], None]
 
 
 class Fetcher:
@@ -39,6 +44,20 @@ class Fetcher:
         self.max_idle_wait = max_idle_wait
         #: Store-clock ms until the earliest scheduled job is due (None: nothing scheduled).
         self.next_due_in_ms: int | None = None
+        #: The last claim visited every queue and got fewer jobs than asked: nothing more is
+        #: claimable until a wake-up (an enqueue, a freed lane, a due job) says otherwise.
+        self.drained = False
+        # The store wait in flight on the waiter thread, with its loop-clock deadline. A
+        # store wait cannot be interrupted, so an abandoned one is adopted by the next call
+        # instead of queueing a second wait behind it: that one would sleep through the
+        # wake-up the first consumed (until the next wake-up or max_idle_wait).
+        self._wait: asyncio.Future[Any] | None = None
+        self._wait_deadline = 0.0
+        # Claims made on the waiter thread, and the jobs of the last one until the loop has
+        # taken them, so a stop never strands a claimed job (see close()).
+        self._gate = threading.Lock()
+        self._closed = False
+        self._handed_off: list[ClaimedJob] | None = None
         self._rng = random.Random()  # noqa: S311 - fairness, not security
 
     def order(self) -> list[str]:
@@ -53,7 +72,13 @@ class Fetcher:
         return [q for _, q in sorted(keyed, reverse=True)]
 
     async def claim(self, free_slots: int) -> list[ClaimedJob]:
-        """Claim up to ``free_slots`` jobs, one store call per queue visited."""
+        """Claim up to ``free_slots`` jobs, one store call per queue visited (on the I/O
+        thread: one hop there and back however many queues are visited)."""
+        jobs: list[ClaimedJob] = await self.run_io(self._claim_now, free_slots)
+        return jobs
+
+    def _claim_now(self, free_slots: int) -> list[ClaimedJob]:
+        """The claim itself, on the calling thread (the I/O thread or the waiter thread)."""
         jobs: list[ClaimedJob] = []
         next_due: int | None = None
         failure: CalmqError | None = None
@@ -62,9 +87,7 @@ class Fetcher:
             if wanted <= 0:
                 break
             try:
-                result = await self.run_io(
-                    self.store.claim, queue, limit=wanted, lease_ms=self.lease_ms
-                )
+                result = self.store.claim(queue, limit=wanted, lease_ms=self.lease_ms)
             except CalmqError as exc:
                 # Keep what other queues gave: raising here would orphan jobs already
                 # leased to us (they would sit until their lease expired, spending an
@@ -77,24 +100,96 @@ class Fetcher:
                 due_in = max(0, result.next_due_ms - result.now_ms)
                 next_due = due_in if next_due is None else min(next_due, due_in)
         self.next_due_in_ms = next_due
+        self.drained = failure is None and len(jobs) < free_slots
         if failure is not None and not jobs:
             raise failure  # nothing claimed anywhere: let the worker back off
         return jobs
 
-    async def wait_for_work(self, stopping: asyncio.Event) -> None:
-        """Sleep until a job may be claimable, the next scheduled job is due, or stop."""
+    async def wait_then_claim(
+        self, stopping: asyncio.Event, free_slots: int, prestart: OnClaimed | None = None
+    ) -> list[ClaimedJob]:
+        """Wait for work as :meth:`wait_for_work` does, then claim up to ``free_slots`` jobs
+        right there on the waiter thread: a wake-up becomes a claim without a hop to the
+        loop and on to the I/O thread and back (each hop a thread wake-up, costly on a busy
+        host: in a traced worker they were a large part of the slowest enqueue-to-starts).
+
+        ``prestart``, if given, gets the claimed jobs on the waiter thread before they are
+        returned (the worker starts sync jobs from there, see ``RunningJobs.prestart``).
+        Must not be abandoned: on a stop request it returns ``[]`` and the claim it may
+        still make is refused, or its jobs are handed back by :meth:`close`.
+        """
+        if self._wait is not None:  # a plain wait left running: let it finish first
+            await self.wait_for_work(stopping)
         timeout = self.max_idle_wait
         if self.next_due_in_ms is not None:
             timeout = min(timeout, self.next_due_in_ms / 1000.0)
-        if timeout <= 0.001:
-            return
         waiter = asyncio.ensure_future(
-            self.run_wait(self.store.wait_for_work, self.queues, timeout)
+            self.run_wait(self._wait_then_claim, timeout, free_slots, prestart)
         )
         stopper = asyncio.ensure_future(stopping.wait())
         try:
             await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stopper.cancel()
-        if waiter.done() and not waiter.cancelled():
-            waiter.exception()  # retrieved, so asyncio does not warn; errors surface on claim
+        if not waiter.done():
+            return []  # stopping: close() collects whatever the waiter still claims
+        self._handed_off = None
+        jobs: list[ClaimedJob] = waiter.result()
+        return jobs
+
+    def _wait_then_claim(
+        self, timeout: float, free_slots: int, prestart: OnClaimed | None = None
+    ) -> list[ClaimedJob]:
+        if timeout > 0.001:
+            # A failed wait is not reported: the claim below meets the same error.
+            with contextlib.suppress(CalmqError):
+                self.store.wait_for_work(self.queues, timeout)
+        with self._gate:
+            if self._closed:
+                return []
+            jobs = self._claim_now(free_slots)
+            self._handed_off = jobs
+            if prestart is not None and jobs:
+                prestart(jobs)
+        return jobs
+
+    def close(self) -> list[ClaimedJob]:
+        """Refuse further claims on the waiter thread; return the jobs it claimed that the
+        loop never took (possibly prestarted: the worker runs them out within its grace).
+        Call from a thread that may block for one claim, not from the loop."""
+        with self._gate:
+            self._closed = True
+            jobs, self._handed_off = self._handed_off or [], None
+        return jobs
+
+    async def wait_for_work(self, stopping: asyncio.Event) -> None:
+        """Sleep until a job may be claimable, the next scheduled job is due, or stop.
+
+        Safe to abandon (cancel) midway: the store wait keeps running and the next call
+        waits on it rather than starting another.
+        """
+        timeout = self.max_idle_wait
+        if self.next_due_in_ms is not None:
+            timeout = min(timeout, self.next_due_in_ms / 1000.0)
+        if timeout <= 0.001:
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if self._wait is None:
+            self._wait = asyncio.ensure_future(
+                self.run_wait(self.store.wait_for_work, self.queues, timeout)
+            )
+            self._wait_deadline = deadline
+        waiter = self._wait
+        stopper = asyncio.ensure_future(stopping.wait())
+        try:
+            # A wait adopted from an earlier call may run past this call's deadline.
+            at_most = None if self._wait_deadline <= deadline else timeout
+            await asyncio.wait({waiter, stopper}, timeout=at_most,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            stopper.cancel()
+        if waiter.done():
+            self._wait = None
+            if not waiter.cancelled():
+                waiter.exception()  # retrieved, so asyncio does not warn; errors surface on claim

@@ -28,7 +28,7 @@ from calmq.app import App
 from calmq.errors import CalmqError, ConfigurationError
 from calmq.events import Event, EventKind, Hook
 from calmq.job import ClaimedJob, FailOutcome, WorkerInfo
-from calmq.logs import enabled_kinds, log_event
+from calmq.logs import JobLog
 from calmq.retry import Backoff
 from calmq.stores import open_store
 from calmq.stores.base import CAP_MULTI_PROCESS, Store
@@ -47,7 +47,8 @@ T = TypeVar("T")
 
 
 DEFAULT_LEASE = 30.0
-#: Longest a worker with free slots waits for more to free before claiming (seconds).
+#: Longest a worker under load (last claim full) with free slots waits for more to free
+#: before claiming (seconds).
 CLAIM_LINGER = 0.002
 EXIT_RESTART = 3  # exit code asking the supervisor for a fresh process
 
@@ -146,7 +147,15 @@ class Worker:
                 if free <= 0:
                     continue
                 try:
-                    claimed = await self.fetcher.claim(free)
+                    if self.fetcher.drained and not self.config.burst:
+                        # The queues ran dry: claiming before a wake-up (enqueue, freed lane,
+                        # due job) would find nothing. Freed slots alone make nothing
+                        # claimable, so running jobs are not waited on.
+                        claimed = await self.fetcher.wait_then_claim(
+                            self.stopping, free, self.jobs.prestart
+                        )
+                    else:
+                        claimed = await self.fetcher.claim(free)
                     failures = 0
                 except CalmqError as exc:
                     failures += 1
@@ -154,15 +163,14 @@ class Worker:
                     continue
                 if claimed:
                     self._claimed(claimed)
-                elif self.config.burst and not self.jobs and not self._recording:
-                    log.info("burst mode: no job ready or running, exiting")
-                    break
-                elif not self.jobs:
-                    await self.fetcher.wait_for_work(self.stopping)
-                else:  # some jobs run, nothing claimable: wake on a free slot or new work
-                    await self._wait_for(
-                        self.jobs.wait_for_change(), self.fetcher.wait_for_work(self.stopping)
-                    )
+                if self.config.burst:
+                    if not claimed and not self.jobs and not self._recording:
+                        log.info("burst mode: no job ready or running, exiting")
+                        break
+                    if not claimed:  # wake on a free slot (to notice idleness) or new work
+                        await self._wait_for(
+                            self.jobs.wait_for_change(), self.fetcher.wait_for_work(self.stopping)
+                        )
         finally:
             await self._stop()
         return self.exit_code
@@ -213,8 +221,9 @@ class Worker:
         if self.config.log_jobs:
             # Only the outcomes the logger prints at its level: at WARNING, the hot path
             # builds no event for a claimed or succeeded job.
-            self.events.subscribe(log_event, enabled_kinds())
-            self._subscribed.append(log_event)
+            job_log = JobLog()
+            self.events.subscribe(job_log, job_log.kinds())
+            self._subscribed.append(job_log)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
@@ -243,6 +252,11 @@ class Worker:
 
     async def _stop(self) -> None:
         self.stopping.set()
+        # Jobs claimed on the waiter thread as the stop came (maybe already running): they
+        # run out within the grace period like every other running job.
+        leftover = await self._run_io(self.fetcher.close)
+        if leftover:
+            self._claimed(leftover)
         assert self._hard_stop is not None
         cancelled = await self.jobs.drain(self.config.grace, self._hard_stop)
         if cancelled:
@@ -379,8 +393,12 @@ class Worker:
     def _on_acked(self, job: ClaimedJob, acked: bool | None, run_ms: float) -> None:
         if acked:
             self.stats.succeeded += 1
-            if self.events.wants(EventKind.SUCCEEDED):
-                self._emit(EventKind.SUCCEEDED, job, run_ms=run_ms)
+            kind = EventKind.SUCCEEDED  # once per job: _emit inlined, one enum lookup
+            if self.events.wants(kind):
+                wait = job.claimed_at_ms - job.ready_at_ms
+                self.events.emit(Event(kind, job.queue, job.task, job.id,
+                                       job.attempt, job.max_attempts,
+                                       float(wait) if wait > 0 else 0.0, run_ms))  # fmt: skip
         elif acked is None:
             self._emit(EventKind.STALE, job, run_ms=run_ms,
                        detail="finished, but the store did not take the acknowledgement: it"
@@ -410,6 +428,8 @@ class Worker:
         loop.call_soon_threadsafe(self._leases_lost, ids, cancelled)
 
     def _emit(self, kind: EventKind, job: ClaimedJob, **fields: Any) -> None:
+        if "wait_ms" not in fields:  # every event of a job carries its wait (logs, metrics)
+            fields["wait_ms"] = float(max(0, job.claimed_at_ms - job.ready_at_ms))
         self.events.emit(Event(kind, job.queue, job.task, job.id, job.attempt, job.max_attempts,
                                **fields))  # fmt: skip
 
@@ -418,14 +438,16 @@ class Worker:
         """Free slots, once enough are free to make a claim worth its round trip.
 
         Claiming each time one slot frees would cost a store call per job, more than short
-        jobs themselves. So while jobs are running, wait up to CLAIM_LINGER for half the
-        slots to free, then claim whatever is free.
+        jobs themselves. So under load (the last claim came back full), while jobs are
+        running, wait up to CLAIM_LINGER for half the slots to free, then claim whatever is
+        free. After a claim that drained the queues there is no linger: the next claim follows
+        a wake-up for new work, and that work should start at once.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + CLAIM_LINGER
         while not self.stopping.is_set():
             free = self.jobs.free_slots
-            if free >= self.claim_batch or not self.jobs:
+            if free >= self.claim_batch or not self.jobs or (free > 0 and self.fetcher.drained):
                 return free
             remaining = deadline - loop.time()
             if free > 0 and remaining <= 0:
