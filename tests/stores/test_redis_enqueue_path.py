@@ -197,9 +197,17 @@ def test_resp3_connections_take_redis_py_own_pool_path(
 ) -> None:
     """With RESP3, redis-py 8 may leave server pushes waiting on idle connections; the lean
     path must not mistake them for unread replies (it hands such pools to redis-py)."""
+    from calmq.stores.redis.connection import _plain
+
+    plain = RedisStore(redis_server.url, Settings(url=redis_server.url, key_prefix=key_prefix))
+    try:
+        assert plain._pool is not None and _plain(plain._pool)  # RESP2: the lean path
+    finally:
+        plain.close()
     url = f"{redis_server.url}?protocol=3"
     store = RedisStore(url, Settings(url=url, key_prefix=key_prefix, pool_size=1))
     try:
+        assert store._pool is not None and not _plain(store._pool)
         for n in range(3):
             assert store.enqueue([job(f"j{n}")])[0].created
         claimed = store.claim(Q, limit=10, lease_ms=30_000)

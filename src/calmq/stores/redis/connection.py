@@ -227,13 +227,12 @@ def _never() -> bool:
 
 
 def _plain(pool: Any) -> bool:
-    """True for a pool the shortcut covers: not in maintenance, no client-side cache, no
-    maintenance notifications (RESP3 in redis-py >= 8: pushes may wait on an idle
-    connection, which the shortcut would take for unread data)."""
+    """True for a pool the shortcut covers: not in maintenance, no client-side cache, RESP2
+    (with RESP3, redis-py >= 8 may enable maintenance notifications, whose pushes can wait on
+    an idle connection: the shortcut would take them for unread data)."""
     if getattr(pool, "_in_maintenance", False) or getattr(pool, "cache", None):
         return False
-    notifications = getattr(pool, "maint_notifications_enabled", _never)
-    return not notifications()
+    return str(pool.connection_kwargs.get("protocol") or 2) == "2"
 
 
 class BlockingSentinelConnectionPool(SentinelConnectionPool, redis.BlockingConnectionPool):
