@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from calmq import App
 from calmq.settings import Settings
 from calmq.stores.base import Store
+from tests.jobs import make_app
 from tests.redis_server import RedisServer, unique_prefix
 from tests.store_fixtures import opened_store
 
@@ -74,3 +76,13 @@ def store_settings(request: pytest.FixtureRequest, tmp_path: object) -> Settings
 @pytest.fixture
 def store(store_settings: Settings) -> Iterator[Store]:
     yield from opened_store(store_settings)
+
+
+@pytest.fixture
+def app(store_settings: Settings) -> Iterator[App]:
+    """An app of tests.jobs on each store kind (closed after the test)."""
+    application = make_app(store_settings)
+    try:
+        yield application
+    finally:
+        application.close()

@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,15 +23,6 @@ from tests.jobs import make_app
 from tests.redis_server import RedisServer, free_port, unique_prefix
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def app(store_settings: Settings) -> Iterator[App]:
-    application = make_app(store_settings)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 def run_until_settled(app: App, job_ids: list[str]) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+import redis
 
+from tests.redis_server import RedisServer
 from tests.redis_topologies import RedisClusterProcesses, SentinelGroup
 
 
@@ -29,3 +31,13 @@ def sentinel_group() -> Iterator[SentinelGroup]:
         yield group
     finally:
         group.cleanup()
+
+
+@pytest.fixture
+def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A plain client of the session's redis-server, to look at and tamper with raw keys."""
+    client = redis_server.client()
+    try:
+        yield client
+    finally:
+        client.close()

@@ -9,7 +9,6 @@ connection the server closed. Real redis-server processes; nothing is mocked.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,15 +32,6 @@ def job(job_id: str, **options: Any) -> NewJob:
 def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
     """Every key of the queue with a DUMP of its value, to prove nothing changed."""
     return {key: client.dump(key) for key in sorted(client.keys(f"{{{prefix}:*"))}
-
-
-@pytest.fixture
-def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    try:
-        yield client
-    finally:
-        client.close()
 
 
 @pytest.fixture

@@ -84,15 +84,6 @@ def snapshot(client: redis.Redis, prefix: str) -> dict[bytes, bytes | None]:
 
 
 @pytest.fixture
-def raw(redis_server: RedisServer) -> Iterator[redis.Redis]:
-    client = redis_server.client()
-    try:
-        yield client
-    finally:
-        client.close()
-
-
-@pytest.fixture
 def private_server() -> Iterator[RedisServer]:
     """A redis-server of this test alone, so it can be stopped, frozen or misconfigured."""
     server = RedisServer("--enable-debug-command", "yes").start()

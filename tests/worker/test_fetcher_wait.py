@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,15 +26,6 @@ from tests.jobs import lines, make_app
 T = TypeVar("T")
 QUEUE = "default"
 NEVER = 3600.0  # an idle wait no test outlives: only a wake-up ends it
-
-
-@pytest.fixture
-def app(store_settings: Settings) -> Iterator[App]:
-    application = make_app(store_settings)
-    try:
-        yield application
-    finally:
-        application.close()
 
 
 def enqueue(store: Store, value: str = "x") -> str:

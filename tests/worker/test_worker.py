@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from calmq import App, JobState, Settings
+from calmq import App, JobState
 from calmq.job import NewJob, new_job_id
 from calmq.worker.worker import Worker, WorkerConfig
-from tests.jobs import lines, make_app
-
-
-@pytest.fixture
-def app(store_settings: Settings) -> Iterator[App]:
-    application = make_app(store_settings)
-    try:
-        yield application
-    finally:
-        application.close()
+from tests.jobs import lines
 
 
 def run_burst(app: App, **config: object) -> Worker:
