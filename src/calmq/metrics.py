@@ -296,6 +296,9 @@ def serve(port: int, registry: Any, addr: str = "127.0.0.1") -> Callable[[], Non
     server, thread = prometheus_client.start_http_server(
         port, addr=addr, registry=exposition_registry(registry)
     )
+    # A pre-forking supervisor serves the port; its children must not hold it open (orphans
+    # of a killed supervisor would keep it bound). Closing an already closed socket is a no-op.
+    os.register_at_fork(after_in_child=server.socket.close)
 
     def stop() -> None:
         server.shutdown()

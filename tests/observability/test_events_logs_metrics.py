@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import psutil
 import pytest
 
 from calmq import App, JobState, Settings
@@ -179,6 +180,10 @@ def test_worker_serves_metrics_summed_over_processes(
         wait_for_metric(
             port, 'calmq_jobs_total{outcome="succeeded",queue="default",task="append"} 20.0'
         )
+        children = psutil.Process(proc.pid).children()
+        assert len(children) == (processes if processes > 1 else 0)
+        for child in children:  # forked from the server's process: the port is not theirs
+            assert not [c for c in child.net_connections("tcp") if c.laddr.port == port]
     finally:
         proc.terminate()
         _, err = proc.communicate(timeout=30)
