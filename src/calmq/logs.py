@@ -56,12 +56,12 @@ def enabled_kinds(logger: logging.Logger = job_log) -> set[EventKind]:
     return {kind for kind, level in OUTCOME_LEVELS.items() if logger.isEnabledFor(level)}
 
 
-def log_event(event: Event) -> None:
+def log_event(event: Event, logger: logging.Logger = job_log) -> None:
     """Event hook: one log line per job outcome (the plain form of :class:`JobLog`)."""
     level = OUTCOME_LEVELS.get(event.kind)
-    if level is None or not job_log.isEnabledFor(level):
+    if level is None or not logger.isEnabledFor(level):
         return
-    job_log.log(level, "%s", _message(event), extra=_fields(event))
+    logger.log(level, "%s", _message(event), extra=_fields(event))
 
 
 def _fields(event: Event) -> dict[str, Any]:
@@ -140,7 +140,7 @@ class JobLog:
         if level is None or not self.logger.isEnabledFor(level):
             return
         if logging.getLogRecordFactory() is not logging.LogRecord:
-            self.logger.log(level, "%s", _message(event), extra=_fields(event))
+            log_event(event, self.logger)
             return
         template = self._templates.get(level)
         if template is None:

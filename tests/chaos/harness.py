@@ -416,28 +416,3 @@ def percentile(values: Sequence[float], q: float) -> float:
         return float("nan")
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def freeze_between_writes(proc: subprocess.Popen[bytes], url: str) -> None:
-    """SIGSTOP ``proc``, but never inside an SQLite write transaction (a process frozen there
-    holds the one write lock for the whole freeze: scenario 10 measures that on purpose;
-    the fencing scenario must not stumble into it by chance)."""
-    import sqlite3
-
-    from calmq.stores import sqlite_path
-
-    for _ in range(200):
-        proc.send_signal(signal.SIGSTOP)
-        if not url.startswith("sqlite"):
-            return
-        probe = sqlite3.connect(sqlite_path(url), timeout=0.05, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return
-        except sqlite3.OperationalError:
-            proc.send_signal(signal.SIGCONT)
-            time.sleep(0.01)
-        finally:
-            probe.close()
-    raise AssertionError("could not freeze the worker outside a write transaction")

@@ -26,13 +26,13 @@ from tests.chaos.harness import (
     Target,
     check,
     fleet,
-    freeze_between_writes,
     job_ids,
     produce,
     sampling,
     wait_done,
     wait_until,
 )
+from tests.freezing import freeze_between_writes
 
 
 def _finish(result: Result, started: float, ok: bool) -> Result:

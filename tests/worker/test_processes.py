@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from calmq import App, JobState, Settings
+from tests.freezing import freeze_between_writes
 from tests.jobs import lines, make_app
 from tests.redis_server import RedisServer, unique_prefix
 
@@ -97,36 +98,6 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, what: str =
         time.sleep(0.02)
 
 
-def freeze_between_writes(worker: WorkerProcess, settings: Settings) -> None:
-    """SIGSTOP ``worker``, but never inside an SQLite write transaction.
-
-    SQLite has one writer: a process frozen inside its (sub-millisecond) transaction holds
-    the file's write lock for the whole freeze, so no other worker could rescue anything
-    (docs/operations.md). This test is about fencing, so it freezes between transactions:
-    stop, check the lock is free, else resume for a moment and try again.
-    """
-    import sqlite3
-
-    from calmq.stores import sqlite_path
-
-    url = settings.resolved_url()
-    for _ in range(200):
-        worker.signal(signal.SIGSTOP)
-        if not url.startswith("sqlite"):
-            return
-        probe = sqlite3.connect(sqlite_path(url), timeout=0.05, isolation_level=None)
-        try:
-            probe.execute("BEGIN IMMEDIATE")
-            probe.execute("ROLLBACK")
-            return
-        except sqlite3.OperationalError:  # locked by the frozen worker
-            worker.signal(signal.SIGCONT)
-            time.sleep(0.01)
-        finally:
-            probe.close()
-    raise AssertionError("could not freeze the worker outside a write transaction")
-
-
 def state_of(app: App, job_id: str) -> JobState | None:
     info = app.store.get_job("default", job_id)
     return info.state if info else None
@@ -185,7 +156,8 @@ def test_stale_worker_cannot_ack_after_its_lease_was_rescued(
     job = app.enqueue("sleepy", str(out), 1.5)
     stale = workers(settings, "--lease", "1")
     wait_until(lambda: len(lines(out)) == 1, what="job start")
-    freeze_between_writes(stale, settings)  # frozen past its lease: no extension, no ack
+    # Frozen past its lease: no extension, no ack.
+    freeze_between_writes(stale.proc, settings.resolved_url())
     fresh = workers(settings, "--lease", "10")
     wait_until(lambda: f"end {fresh.pid}" in lines(out), what="rerun by the new owner")
     wait_until(lambda: state_of(app, job.id) == JobState.SUCCEEDED, what="new owner's ack")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,15 +21,21 @@ def run_burst(app: App, **config: object) -> Worker:
     return worker
 
 
-def run_until(app: App, done: object, **config: object) -> Worker:
-    """Run a worker until ``done()`` is true (for jobs with retries scheduled in the future)."""
-    worker = Worker(app, WorkerConfig(lease=5, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
+def run_until(
+    app: App, done: Callable[[], bool], *, action: Callable[[], object] | None = None,
+    lease: float = 5, **config: object,
+) -> Worker:  # fmt: skip
+    """Run a worker until ``done()`` is true (for jobs with retries scheduled in the future),
+    calling ``action()`` once (on a thread) after it starts."""
+    worker = Worker(app, WorkerConfig(lease=lease, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
 
     async def main() -> None:
         runner = asyncio.create_task(worker.run())
         try:
             async with asyncio.timeout(60):
-                while not done():  # type: ignore[operator]
+                if action is not None:
+                    await asyncio.to_thread(action)
+                while not done():
                     await asyncio.sleep(0.02)
         finally:
             worker.request_stop()
@@ -169,25 +176,6 @@ def test_strict_queue_order_serves_the_first_queue_first(app: App, tmp_path: Pat
     assert len(lines(out)) == 4
 
 
-def _run_while(app: App, action: object, until: object, **config: object) -> Worker:
-    """Run a worker, call ``action()`` once, and stop when ``until()`` holds."""
-    worker = Worker(app, WorkerConfig(lease=1.5, max_idle_wait=0.05, **config))  # type: ignore[arg-type]
-
-    async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.to_thread(action)  # type: ignore[arg-type]
-                while not until():  # type: ignore[operator]
-                    await asyncio.sleep(0.02)
-        finally:
-            worker.request_stop()
-            await runner
-
-    asyncio.run(main())
-    return worker
-
-
 def _wait_for_line(path: Path, prefix: str) -> None:
     import time
 
@@ -213,7 +201,7 @@ def test_cancelling_a_running_job_stops_it_and_ends_cancelled(
         job.cancel()
 
     stopped = "stopped" if task == "cooperative" else "cancelled"
-    worker = _run_while(app, cancel_once_started, lambda: stopped in lines(out))
+    worker = run_until(app, lambda: stopped in lines(out), action=cancel_once_started, lease=1.5)
     info = job.info()
     assert info is not None and info.state == JobState.CANCELLED
     assert "ran to the end" not in lines(out)
@@ -229,7 +217,7 @@ def test_current_job_tells_the_job_about_itself(app: App, tmp_path: Path) -> Non
         _wait_for_line(out, "start")
         job.cancel()
 
-    _run_while(app, cancel_soon, lambda: "stopped" in lines(out))
+    run_until(app, lambda: "stopped" in lines(out), action=cancel_soon, lease=1.5)
     assert lines(out)[0] == f"start {job.id} attempt 1"
 
 
@@ -245,7 +233,7 @@ def test_workers_register_and_leave_the_registry(app: App, tmp_path: Path) -> No
             time.sleep(0.02)
         seen.append([w.id for w in app.store.workers()])
 
-    worker = _run_while(app, look, lambda: bool(seen), heartbeat_interval=0.2)
+    worker = run_until(app, lambda: bool(seen), action=look, lease=1.5, heartbeat_interval=0.2)
     assert seen == [[worker.id]]
     info_before_stop = seen[0]
     assert info_before_stop

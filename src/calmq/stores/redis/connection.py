@@ -167,7 +167,7 @@ def check_tls_files(options: dict[str, Any], shown: str) -> None:
         )
 
 
-def take_connection(pool: ConnectionPool) -> Any:
+def take_connection(pool: ConnectionPool) -> tuple[Any, bool]:
     """A connection from a blocking pool, as ``BlockingConnectionPool.get_connection``
     gives it, without its per-call bookkeeping (deprecation shim, observability records),
     which costs more than a whole enqueue script on the server.
@@ -175,12 +175,14 @@ def take_connection(pool: ConnectionPool) -> Any:
     The same guarantees: at most ``max_connections``, a wait of at most ``pool.timeout``
     ending in ``ConnectionError("No connection available.")``, fork safety, and a connection
     that is connected and has no unread data (else it is reconnected once). Pools in a mode
-    the shortcut does not cover (maintenance notifications, client-side cache) take
-    redis-py's own path. Give it back with :func:`give_back`.
+    the shortcut does not cover (maintenance, client-side cache, RESP3) take redis-py's own
+    path. Returns the connection and whether the shortcut took it: hand both to
+    :func:`give_back`, so a connection goes back the way it came even if the pool's mode
+    changed meanwhile.
     """
     untyped: Any = pool  # redis-py leaves the pool's attributes unannotated
     if not _plain(untyped):
-        return untyped.get_connection()
+        return untyped.get_connection(), False
     untyped._checkpid()
     try:
         conn = untyped.pool.get(block=True, timeout=untyped.timeout)
@@ -199,16 +201,16 @@ def take_connection(pool: ConnectionPool) -> Any:
             if conn.can_read():
                 raise ConnectionError("Connection not ready") from None
     except BaseException:
-        give_back(pool, conn)
+        give_back(pool, conn, shortcut=True)
         raise
-    return conn
+    return conn, True
 
 
-def give_back(pool: ConnectionPool, conn: Any) -> None:
+def give_back(pool: ConnectionPool, conn: Any, *, shortcut: bool) -> None:
     """Return a connection from :func:`take_connection` (``None``: its slot only), as
-    ``BlockingConnectionPool.release`` does."""
+    ``BlockingConnectionPool.release`` does; ``shortcut``: what take_connection said."""
     untyped: Any = pool
-    if not _plain(untyped):
+    if not shortcut:
         untyped.release(conn)
         return
     untyped._checkpid()

@@ -152,7 +152,7 @@ class Scripts:
         loads the script and retries once (it means the script did not run)."""
         self._check_keys(name, keys)
         script = self._scripts[name]
-        conn = take_connection(pool)
+        conn, shortcut = take_connection(pool)
         try:
             try:
                 return _evalsha(conn, script.sha, keys, args)
@@ -162,7 +162,7 @@ class Scripts:
                 script.sha = sha.decode() if isinstance(sha, bytes) else sha
                 return _evalsha(conn, script.sha, keys, args)
         finally:
-            give_back(pool, conn)
+            give_back(pool, conn, shortcut=shortcut)
 
     def run_many(
         self,

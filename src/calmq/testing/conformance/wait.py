@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 
+from calmq.job import NewJob
 from calmq.stores.base import Store
 from calmq.testing.conformance.helpers import (
     QUEUE,
@@ -20,23 +21,29 @@ from calmq.testing.conformance.helpers import (
 __all__ = ["TestWait"]
 
 
+def wait_while_enqueueing(store: Store, queues: list[str], job: NewJob) -> bool:
+    """``wait_for_work(queues)``, while another thread enqueues ``job`` 0.2 s after the wait
+    began (so the waiter is blocked by then)."""
+
+    def producer() -> None:
+        time.sleep(0.2)
+        enqueue_one(store, job)
+
+    thread = threading.Thread(target=producer, daemon=True)
+    thread.start()
+    try:
+        return store.wait_for_work(queues, timeout=20.0)
+    finally:
+        thread.join(10.0)
+
+
 class TestWait:
     """``wait_for_work``: wakes on enqueue, times out when idle."""
 
     def test_wakes_on_enqueue(self, store: Store) -> None:
         job = make_job()
-
-        def producer() -> None:
-            time.sleep(0.2)  # let the waiter block first
-            enqueue_one(store, job)
-
-        thread = threading.Thread(target=producer, daemon=True)
         started = time.monotonic()
-        thread.start()
-        try:
-            woke = store.wait_for_work([QUEUE], timeout=20.0)
-        finally:
-            thread.join(10.0)
+        woke = wait_while_enqueueing(store, [QUEUE], job)
         elapsed = time.monotonic() - started
         assert woke is True
         assert elapsed < 10.0, f"wait_for_work took {elapsed:.1f} s to notice the enqueue"
@@ -50,18 +57,8 @@ class TestWait:
 
     def test_wakes_for_any_listed_queue(self, store: Store) -> None:
         job = make_job("second")
-
-        def producer() -> None:
-            time.sleep(0.2)  # let the waiter block first
-            enqueue_one(store, job)
-
-        thread = threading.Thread(target=producer, daemon=True)
         started = time.monotonic()
-        thread.start()
-        try:
-            woke = store.wait_for_work(["first", "second"], timeout=20.0)
-        finally:
-            thread.join(10.0)
+        woke = wait_while_enqueueing(store, ["first", "second"], job)
         assert woke is True
         assert time.monotonic() - started < 10.0
 

@@ -60,6 +60,26 @@ while i <= #ARGV do
   end
 end
 
+-- When the job whose fields start at ARGV[b] runs: its delay from now, else its run_at if
+-- that is later than now, else now.
+local function run_time(b, now)
+  local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+  if delay > 0 then return now + delay end
+  if at and at > now then return at end
+  return now
+end
+
+-- Write the hash of a new job from its fields at ARGV[b] (numbers kept as the text that
+-- arrived) with the given seq; returns its state: 'scheduled' when it runs later, else 'ready'.
+local function store_job(jk, b, seq, now, run_at)
+  local state = 'ready'
+  if run_at > now then state = 'scheduled' end
+  redis.call('HSET', jk, 'id', ARGV[b], 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
+    'state', state, 'priority', ARGV[b + 3], 'attempt', '0', 'max_attempts', ARGV[b + 4],
+    'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+  return state
+end
+
 -- The plain path: no job carries controls and the queue has no bound (the common case).
 -- The general path's results, and its checks of every key this path touches (lanes, dead
 -- and the derived keys are not touched, so not checked), in fewer calls: the reads that
@@ -118,16 +138,9 @@ local function enqueue_plain()
     local id = ARGV[b]
     local state = prior[k] or made[id]
     if not state then
-      local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-      local run_at = now
-      if delay > 0 then run_at = now + delay elseif at and at > now then run_at = at end
+      local run_at = run_time(b, now)
       seq = seq + 1
-      state = 'ready'
-      if run_at > now then state = 'scheduled' end
-      -- Numbers that arrived as text are stored as that text (no Lua number round trip).
-      redis.call('HSET', jks[k], 'id', id, 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
-        'state', state, 'priority', ARGV[b + 3], 'attempt', '0', 'max_attempts', ARGV[b + 4],
-        'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+      state = store_job(jks[k], b, seq, now, run_at)
       if state == 'ready' then
         ready_members[#ready_members + 1] = -tonumber(ARGV[b + 3]) * 1e12 + seq
         ready_members[#ready_members + 1] = id
@@ -169,12 +182,8 @@ local function enqueue_one()
   end
   local seq = checked('INCRBY', seq_key, 'string', 1)
   local now = now_ms()
-  local run_at, state = now, 'ready'
-  if delay > 0 then run_at = now + delay elseif at and at > now then run_at = at end
-  if run_at > now then state = 'scheduled' end
-  redis.call('HSET', jk, 'id', id, 'task', ARGV[3], 'payload', ARGV[4], 'state', state,
-    'priority', ARGV[5], 'attempt', '0', 'max_attempts', ARGV[6], 'token', '', 'seq', seq,
-    'enq', now, 'run_at', run_at, 'v', version)
+  local run_at = run_time(2, now)
+  local state = store_job(jk, 2, seq, now, run_at)
   if state == 'ready' then
     redis.call('ZADD', ready, -tonumber(ARGV[5]) * 1e12 + seq, id)
     if idle then redis.call('RPUSH', wake, 1) end
@@ -278,13 +287,6 @@ local function drop_oldest()
   return true
 end
 
-local function run_time(b)
-  local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
-  if delay > 0 then return now + delay end
-  if at and at > now then return at end
-  return now
-end
-
 local PENDING = {ready = true, scheduled = true}
 
 -- A result when the unique key of `j` is held by another job, else nil.
@@ -301,7 +303,7 @@ local function check_unique(j, b)
     or (scope == 'active' and state == 'running')
   if not holds then return nil end
   if j.up == 'replace' and state and PENDING[state] then
-    local run_at = run_time(b)
+    local run_at = run_time(b, now)
     if state == 'scheduled' then redis.call('ZREM', scheduled, holder) else unplace(holder, h[2]) end
     local new_state = 'ready'
     if run_at > now then new_state = 'scheduled' end
@@ -336,7 +338,7 @@ for _, b in ipairs(starts) do
   if not result and j and j.tk ~= '' and throttled(j) then
     result = {0, 'dropped', 'throttled', ''}
   end
-  local run_at = run_time(b)
+  local run_at = run_time(b, now)
   if not result and max_ready and run_at <= now then
     local n = ready_count()
     if n >= max_ready then
@@ -349,12 +351,8 @@ for _, b in ipairs(starts) do
   end
   if not result then
     seq = seq + 1
-    local state = 'ready'
-    if run_at > now then state = 'scheduled' end
     local priority = tonumber(ARGV[b + 3])
-    redis.call('HSET', jk, 'id', id, 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
-      'state', state, 'priority', priority, 'attempt', 0, 'max_attempts', ARGV[b + 4],
-      'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+    local state = store_job(jk, b, seq, now, run_at)
     if j then
       redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
         'cl', j.cl, 'uk', j.uk)
