@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -13,11 +14,44 @@ from pathlib import Path
 import redis
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_handed_out: set[int] = set()
+_picker = random.Random()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port nobody listens on right now, never handed out twice in this process.
+
+    Not the OS's pick (``bind(0)``): that comes from the ephemeral range, where any outgoing
+    connection's source port may land on it before the server we start for it binds (CI once
+    failed so). Ports below the ephemeral range are only taken by listeners, and the bind test
+    skips those.
+    """
+    low, _ = _ephemeral_range()
+    first, last = (20000, low - 1) if low > 21000 else (low - 1000, low - 1)
+    for _ in range(1000):
+        port = _picker.randint(first, last)
+        if port in _handed_out:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port between {first} and {last}")
+
+
+class PortTaken(RuntimeError):
+    """redis-server could not bind its port (or cluster bus port)."""
 
 
 class RedisServer:
@@ -27,6 +61,7 @@ class RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+        self.auto_port = port is None
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="calmq-redis-"))
         self.args = [
@@ -46,6 +81,25 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> RedisServer:
+        for _ in range(3):
+            try:
+                return self._start_once(timeout)
+            except PortTaken:
+                if not self.auto_port:
+                    raise
+                self._move_ports()  # someone else bound it between the pick and the start
+        return self._start_once(timeout)
+
+    def _move_ports(self) -> None:
+        self.port = free_port()
+        for flag in ("--port", "--cluster-port"):
+            if flag in self.args:
+                self.args[self.args.index(flag) + 1] = str(
+                    self.port if flag == "--port" else free_port()
+                )
+
+    def _start_once(self, timeout: float) -> RedisServer:
+        (self.dir / "redis.log").unlink(missing_ok=True)  # judge this attempt's log only
         self.proc = subprocess.Popen(
             self.args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
@@ -62,6 +116,8 @@ class RedisServer:
                     if self.proc.poll() is not None or time.monotonic() > deadline:
                         log = (self.dir / "redis.log").read_text(errors="replace")[-2000:]
                         self.kill()  # never leave a half-started server behind
+                        if "Address already in use" in log:
+                            raise PortTaken(log) from None
                         raise RuntimeError(f"redis-server did not start: {log}") from None
                     time.sleep(0.02)
         finally:
