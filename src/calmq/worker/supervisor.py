@@ -133,6 +133,7 @@ class Supervisor:
         self.burst = burst
         self.children: dict[int, tuple[Child, float]] = {}
         self.stop_signals = 0
+        self._to_forward: list[int] = []  # stop signals the main loop has yet to pass on
         self.restarts = 0
         #: Restart delay per slot: one crash-looping slot must not slow the others' restarts.
         self._delays: dict[int, float] = {}
@@ -150,8 +151,8 @@ class Supervisor:
         return exit_code
 
     def _spawn(self, slot: int) -> None:
-        # Stop signals wait until the child is on the list, so the handler forwards them to
-        # it too (and a forked child gets none before it drops our handler).
+        # A forked child starts with the stop signals blocked, so none reaches it before it
+        # drops our handler (which would count it as its own and forward it to its siblings).
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
             child = self.start_child()
@@ -162,13 +163,14 @@ class Supervisor:
 
     def _reap_one(self) -> int:
         while True:
+            self._forward_stop_signals()
             for slot, (child, started) in list(self.children.items()):
                 code = child.poll()
                 if code is None:
                     continue
                 del self.children[slot]
                 return self._after_exit(slot, code, started)
-            time.sleep(0.2)
+            time.sleep(0.05)
 
     def _after_exit(self, slot: int, code: int, started: float) -> int:
         if self.stop_signals or (self.burst and code == 0):
@@ -188,9 +190,20 @@ class Supervisor:
         return 0
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Only noted: the main loop passes it on. Blocking the signal around a spawn does not
+        # keep this handler out of it: another thread of ours (the log flusher) may take the
+        # signal, and Python then runs this handler in the main thread mid-spawn, before the
+        # fork, where a forwarding handler would miss the child about to be made.
         self.stop_signals += 1
-        log.info("supervisor got signal %d; forwarding to %d workers", signum, len(self.children))
-        for child, _ in list(self.children.values()):
-            # No poll() here: reaping belongs to the main loop this handler interrupted.
-            with contextlib.suppress(ProcessLookupError):
-                child.send_signal(signum)
+        self._to_forward.append(signum)
+
+    def _forward_stop_signals(self) -> None:
+        """Pass each stop signal received since the last call on to every child, once.
+        Only the main loop calls this: the list of children cannot change meanwhile."""
+        while self._to_forward:
+            signum = self._to_forward.pop(0)
+            log.info("supervisor got signal %d; forwarding to %d workers",
+                     signum, len(self.children))  # fmt: skip
+            for child, _ in list(self.children.values()):
+                with contextlib.suppress(ProcessLookupError):
+                    child.send_signal(signum)
