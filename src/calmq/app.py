@@ -24,7 +24,7 @@ from calmq.errors import (
     QueueFull,
     UnknownTask,
 )
-from calmq.events import Event, EventKind, Hook, Hooks
+from calmq.events import Event, EventKind, Hook, Hooks, ManyHook
 from calmq.job import (
     CancelOutcome,
     DuplicatePolicy,
@@ -96,9 +96,11 @@ class App:
         self.events = Hooks()
         self._enqueue_watch = EnqueueWatch(self.settings, self.events)
 
-    def on_event(self, hook: Hook) -> Hook:
-        """Subscribe ``hook`` to every lifecycle event (a decorator works too)."""
-        return self.events.subscribe(hook)
+    def on_event(self, hook: Hook, *, many: ManyHook | None = None) -> Hook:
+        """Subscribe ``hook`` to every lifecycle event (or the kinds it was marked with by
+        ``listens_to``; a decorator works too). ``many``: its form for a worker's batch of
+        events of one kind (see ``Hooks.subscribe``)."""
+        return self.events.subscribe(hook, many=many)
 
     def __repr__(self) -> str:
         return f"<calmq.App {self.store_display_url} tasks={len(self.tasks)}>"

@@ -12,7 +12,7 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
 log = logging.getLogger("calmq.events")
@@ -85,6 +85,8 @@ class Event:
 
 
 Hook = Callable[[Event], None]
+#: A hook's form for many events of one kind at once (see :meth:`Hooks.emit_many`).
+ManyHook = Callable[[EventKind, Sequence[Event]], None]
 F = TypeVar("F", bound=Callable[..., None])
 #: Where :func:`listens_to` keeps a hook's kinds (bound methods see their function's).
 EVENT_KINDS_ATTR = "calmq_event_kinds"
@@ -111,7 +113,7 @@ class Hooks:
     """
 
     def __init__(self) -> None:
-        self._hooks: tuple[tuple[Hook, frozenset[EventKind] | None], ...] = ()
+        self._hooks: tuple[tuple[Hook, frozenset[EventKind] | None, ManyHook | None], ...] = ()
         self._wanted: frozenset[EventKind] = frozenset()
         self._lock = threading.Lock()
 
@@ -122,13 +124,21 @@ class Hooks:
         """Whether any subscriber listens to ``kind``."""
         return kind in self._wanted
 
-    def subscribe(self, hook: Hook, kinds: Iterable[EventKind] | None = None) -> Hook:
+    def subscribe(
+        self, hook: Hook, kinds: Iterable[EventKind] | None = None, *, many: ManyHook | None = None
+    ) -> Hook:
         """Call ``hook`` for every event (or only ``kinds``, by default those it was marked
-        with by :func:`listens_to`); returns it, so it works as a decorator."""
+        with by :func:`listens_to`); returns it, so it works as a decorator.
+
+        ``many``, if given, takes the events :meth:`emit_many` delivers in one call instead
+        (the same events ``hook`` would get one by one, in the same order): a hook that
+        takes a lock or walks the logging tree per event does that once per batch.
+        """
         if kinds is None:
             kinds = getattr(hook, EVENT_KINDS_ATTR, None)
+        entry = (hook, None if kinds is None else frozenset(kinds), many)
         with self._lock:
-            self._hooks = (*self._hooks, (hook, None if kinds is None else frozenset(kinds)))
+            self._hooks = (*self._hooks, entry)
             self._recompute()
         return hook
 
@@ -139,15 +149,34 @@ class Hooks:
 
     def _recompute(self) -> None:
         wanted: set[EventKind] = set()
-        for _, kinds in self._hooks:
+        for _, kinds, _ in self._hooks:
             wanted |= set(EventKind) if kinds is None else kinds
         self._wanted = frozenset(wanted)
 
     def emit(self, event: Event) -> None:
-        for hook, kinds in self._hooks:  # a tuple: safe against subscribe() on another thread
+        for hook, kinds, _ in self._hooks:  # a tuple: safe against subscribe() elsewhere
             if kinds is not None and event.kind not in kinds:
                 continue
             try:
                 hook(event)
             except Exception:
                 log.exception("event hook %r failed on %s", hook, event.kind)
+
+    def emit_many(self, kind: EventKind, events: Sequence[Event]) -> None:
+        """Emit ``events``, all of ``kind`` (a worker's batch of acknowledged jobs): each
+        hook gets them in order, in one call where it has a ``many`` form (if that raises,
+        it is logged once for the batch)."""
+        for hook, kinds, many in self._hooks:
+            if kinds is not None and kind not in kinds:
+                continue
+            if many is None:
+                for event in events:
+                    try:
+                        hook(event)
+                    except Exception:
+                        log.exception("event hook %r failed on %s", hook, kind)
+                continue
+            try:
+                many(kind, events)
+            except Exception:
+                log.exception("event hook %r failed on %d %s events", many, len(events), kind)

@@ -180,6 +180,41 @@ class Metrics:
             self.flush()
             self._ensure_flusher()
 
+    def on_events(self, kind: EventKind, events: Sequence[Event]) -> None:
+        """The hook's form for many events of one kind (``Hooks.emit_many``: a worker's
+        batch of acknowledged jobs): one lock and one flush check per batch."""
+        if kind is not _SUCCEEDED:
+            for event in events:
+                self.on_event(event)
+            return
+        if not events:
+            return
+        wait_bounds, run_bounds = WAIT_BOUNDS_MS, RUN_BOUNDS_MS
+        with self._lock:
+            pending = self._pending
+            key: tuple[str, str] | None = None  # no event's key: the first one looks it up
+            tally: _Tally
+            for event in events:
+                if (event.queue, event.task) != key:
+                    key = (event.queue, event.task)
+                    found = pending.get(key)
+                    if found is None:
+                        found = pending[key] = _Tally()
+                    tally = found
+                wait, run = event.wait_ms, event.run_ms
+                if wait is not None:
+                    tally.wait[bisect_left(wait_bounds, wait)] += 1
+                    tally.wait_sum += wait
+                if run is not None:
+                    tally.run[bisect_left(run_bounds, run)] += 1
+                    tally.run_sum += run
+                tally.outcomes[kind] = tally.outcomes.get(kind, 0) + event.count
+        at = events[-1].at
+        if at >= self._next_flush:
+            self._next_flush = at + self.flush_interval
+            self.flush()
+            self._ensure_flusher()
+
     def _rare(self, event: Event) -> None:
         kind = event.kind
         if kind is EventKind.RESCUED:

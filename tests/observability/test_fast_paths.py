@@ -63,7 +63,7 @@ def test_the_shortcut_line_equals_the_line_of_the_record(private_logger: logging
     handler = json_handler(stream)
     private_logger.handlers[:] = [handler]
     job_lines = JobLog(private_logger)
-    assert job_lines._sole_json_handler(logging.INFO) is handler
+    assert job_lines._sole_handler(logging.INFO) is handler
     for event in (SUCCEEDED, RETRIED):
         job_lines(event)  # the only handler is calmq's JSON one: no record
     handler.flush()
@@ -71,7 +71,7 @@ def test_the_shortcut_line_equals_the_line_of_the_record(private_logger: logging
 
     collect = Collect()
     private_logger.addHandler(collect)  # now someone sees records: every line is one again
-    assert job_lines._sole_json_handler(logging.INFO) is None
+    assert job_lines._sole_handler(logging.INFO) is None
     stream.seek(0)
     stream.truncate()
     for event in (SUCCEEDED, RETRIED):
@@ -319,3 +319,132 @@ def test_text_formatter_prints_what_logging_formatter_prints() -> None:
         record = logging.LogRecord("calmq.jobs", logging.INFO, __file__, 1, "x %s", ("y",), None)
         record.created, record.msecs = created, int((created - int(created)) * 1000) + 0.0
         assert ours.format(record) == theirs.format(record)
+
+
+def some_successes(count: int) -> list[Event]:
+    """Succeeded events of two tasks, waits and runs spread over many buckets."""
+    tasks = ("sync_crm", "send_sms", "send_sms")
+    return [
+        Event(EventKind.SUCCEEDED, "default", tasks[i % 3], f"06h{i:04d}", 1, 6,
+              float(i * 37 % 5000), i * 1.7 % 900)
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def test_emit_many_gives_every_hook_the_events_of_one_by_one() -> None:
+    hooks = Hooks()
+    one_by_one: list[Event] = []
+    batches: list[tuple[EventKind, list[Event]]] = []
+    dead_only: list[Event] = []
+    failures = {"count": 0}
+
+    def flaky(event: Event) -> None:  # raises on every other event: the others still come
+        failures["count"] += 1
+        if failures["count"] % 2:
+            raise RuntimeError("hook trouble")
+        one_by_one.append(event)
+
+    hooks.subscribe(flaky)
+    hooks.subscribe(one_by_one.append, many=lambda kind, events: batches.append((kind, [*events])))
+    hooks.subscribe(dead_only.append, [EventKind.DEAD])
+    events = some_successes(10)
+    hooks.emit_many(EventKind.SUCCEEDED, events)
+    assert failures["count"] == 10 and one_by_one == events[1::2]  # the per-event hook
+    assert batches == [(EventKind.SUCCEEDED, events)]  # the batch form, once, not per event
+    assert dead_only == []
+
+
+def test_job_log_many_writes_the_lines_one_by_one_writes(private_logger: logging.Logger) -> None:
+    events = [*some_successes(5), RETRIED]
+    outputs = []
+    for deliver in ("one", "many"):
+        stream = io.StringIO()
+        handler = json_handler(stream)
+        private_logger.handlers[:] = [handler]
+        job_lines = JobLog(private_logger)
+        if deliver == "one":
+            for event in events:
+                job_lines(event)
+        else:
+            job_lines.many(EventKind.SUCCEEDED, events[:-1])
+            job_lines.many(EventKind.RETRIED, events[-1:])
+        handler.flush()
+        outputs.append(stream.getvalue().splitlines())
+        handler.close()
+    assert outputs[0] == outputs[1] and len(outputs[0]) == 6
+    assert json.loads(outputs[1][0])["job_id"] == "06h0000"
+
+    collect = Collect()  # someone sees records: the batch goes through one record per event
+    private_logger.handlers[:] = [collect]
+    JobLog(private_logger).many(EventKind.SUCCEEDED, events[:3])
+    assert [r.job_id for r in collect.records] == ["06h0000", "06h0001", "06h0002"]  # type: ignore[attr-defined]
+
+
+def test_metrics_from_batches_equal_metrics_from_single_events() -> None:
+    events = some_successes(50)
+    single, batched = Metrics(), Metrics()
+    for event in events:
+        single.on_event(event)
+    batched.on_events(EventKind.SUCCEEDED, events[:17])
+    batched.on_events(EventKind.SUCCEEDED, events[17:])
+    batched.on_events(EventKind.RESCUED, [Event(EventKind.RESCUED, "default", count=2)])
+    for task in ("send_sms", "sync_crm"):
+        labels = {"queue": "default", "task": task}
+        for name in ("calmq_job_wait_seconds", "calmq_job_run_seconds"):
+            ours = histogram_samples(batched.registry, name, labels)
+            assert ours == histogram_samples(single.registry, name, labels) and ours
+        count = batched.registry.get_sample_value(
+            "calmq_jobs_total", {**labels, "outcome": "succeeded"}
+        )
+        assert count == sum(1 for e in events if e.task == task)
+    rescues = batched.registry.get_sample_value("calmq_lease_rescues_total", {"queue": "default"})
+    assert rescues == 2
+    single.close()
+    batched.close()
+
+
+def text_handler(stream: io.StringIO, fmt: str) -> BufferedStreamHandler:
+    from calmq.logs import TextFormatter
+
+    handler = BufferedStreamHandler(stream, interval=3600)  # flushed by the test only
+    handler.setFormatter(TextFormatter(fmt))
+    return handler
+
+
+@pytest.mark.parametrize(
+    "fmt",
+    [
+        "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s",  # calmq worker's
+        "%(levelname)-8s %(asctime)s %(processName)s %(levelno)d %(name)s: %(message)s",
+        "%(asctime)s %(threadName)s %(message)s",  # per-thread: always through a record
+    ],
+)
+def test_the_text_shortcut_prints_what_the_record_prints(
+    private_logger: logging.Logger, fmt: str
+) -> None:
+    events = [*some_successes(3), RETRIED, SUCCEEDED]
+    stream = io.StringIO()
+    handler = text_handler(stream, fmt)
+    private_logger.handlers[:] = [handler]
+    job_lines = JobLog(private_logger)
+    shortcut = job_lines._sole_handler(logging.INFO) is handler
+    assert shortcut == ("threadName" not in fmt)
+    job_lines.many(EventKind.SUCCEEDED, events[:3])
+    job_lines(events[3])
+    job_lines(events[4])
+    handler.flush()
+    fast = stream.getvalue().splitlines()
+
+    collect = Collect()  # a second handler: every line goes through a record now
+    private_logger.addHandler(collect)
+    assert job_lines._sole_handler(logging.INFO) is None
+    stream.seek(0)
+    stream.truncate()
+    job_lines.many(EventKind.SUCCEEDED, events[:3])
+    job_lines(events[3])
+    job_lines(events[4])
+    handler.flush()
+    assert fast == stream.getvalue().splitlines() and len(fast) == 5
+    assert f"[{os.getpid()}]" in fast[0] or "[" not in fmt
+    assert "retried send_sms 06h1abd" in fast[3]
+    assert "WARNING" in fast[3] or "levelname" not in fmt

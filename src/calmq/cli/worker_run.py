@@ -28,7 +28,8 @@ def run_single(app_path: str, config: WorkerConfig, *, metrics_port: int | None)
         from calmq.metrics import Metrics, serve
 
         metrics = Metrics()
-        app.on_event(metrics.on_event)  # the kinds it listens to only (no CLAIMED)
+        # The kinds it listens to only (no CLAIMED); a worker's batches in one call each.
+        app.on_event(metrics.on_event, many=metrics.on_events)
         if metrics_port is not None:  # a supervised child writes files; its parent serves
             stop_metrics = serve(metrics_port, metrics.registry)
     code = run_worker(app, config)

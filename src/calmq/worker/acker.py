@@ -29,7 +29,7 @@ class Acker:
     def __init__(
         self, store_complete: Callable[..., Any], inflight: InFlight,
         run_io: Callable[..., Awaitable[Any]],
-        on_acked: Callable[[ClaimedJob, bool | None, float], None],
+        on_acked: Callable[[list[tuple[ClaimedJob, float]], list[bool | None]], None],
     ) -> None:  # fmt: skip
         self.store_complete = store_complete
         self.inflight = inflight
@@ -89,6 +89,7 @@ class Acker:
             else:
                 acked = [None] * len(jobs)  # unknown: the store did not answer
             self.calls += 1
-            for (job, run_ms), ok in zip(jobs, acked, strict=True):
-                self.inflight.remove(job.id)
-                self.on_acked(job, ok, run_ms)
+            remove = self.inflight.remove
+            for job, _ in jobs:
+                remove(job.id)
+            self.on_acked(jobs, acked)  # the whole batch: its events go out in one call

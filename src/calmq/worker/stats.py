@@ -1,18 +1,15 @@
-"""Counters and wait/run-time samples of one worker process (for summaries and `calmq bench`)."""
+"""Counters and recent wait/run-time samples of one worker process (heartbeats, the demo)."""
 
 from __future__ import annotations
 
-import array
 import collections
 import dataclasses
-import random
 
 from calmq.quantile import percentile
 
-#: The all-time reservoir: enough for a p99 within a fraction of a percent, in ~160 KB (plain
-#: arrays of machine numbers: a list of 100,000 Python floats held ~3 MB per worker).
-MAX_SAMPLES = 10_000
-#: Samples kept for "recent" percentiles in heartbeats (the last jobs, not all time).
+#: Samples kept for the percentiles: the last jobs, not all time (a worker that ran for a week
+#: should report how it does now). Two appends per job; an all-time reservoir cost seven
+#: times that (a random draw per job once full).
 RECENT = 2000
 
 
@@ -29,15 +26,12 @@ class WorkerStats:
     stale_acks: int = 0
     released: int = 0
     timed_out: int = 0
-    wait_ms: array.array[int] = dataclasses.field(default_factory=lambda: array.array("q"))
-    run_ms: array.array[float] = dataclasses.field(default_factory=lambda: array.array("d"))
     recent_wait_ms: collections.deque[int] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT)
     )
     recent_run_ms: collections.deque[float] = dataclasses.field(
         default_factory=lambda: collections.deque(maxlen=RECENT)
     )
-    _seen: int = 0
 
     def summary(self) -> dict[str, float]:
         """Cumulative counters and recent percentiles, as reported in heartbeats."""
@@ -50,15 +44,6 @@ class WorkerStats:
         }  # fmt: skip
 
     def sample(self, wait_ms: int, run_ms: float) -> None:
-        """Keep a uniform reservoir of at most MAX_SAMPLES (wait, run) pairs."""
-        self._seen += 1
+        """Keep the job's wait and run time among the last RECENT."""
         self.recent_wait_ms.append(wait_ms)
         self.recent_run_ms.append(run_ms)
-        if len(self.wait_ms) < MAX_SAMPLES:
-            self.wait_ms.append(wait_ms)
-            self.run_ms.append(run_ms)
-            return
-        slot = random.randrange(self._seen)  # noqa: S311 - sampling, not security
-        if slot < MAX_SAMPLES:
-            self.wait_ms[slot] = wait_ms
-            self.run_ms[slot] = run_ms

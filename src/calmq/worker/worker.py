@@ -222,7 +222,7 @@ class Worker:
             # Only the outcomes the logger prints at its level: at WARNING, the hot path
             # builds no event for a claimed or succeeded job.
             job_log = JobLog()
-            self.events.subscribe(job_log, job_log.kinds())
+            self.events.subscribe(job_log, job_log.kinds(), many=job_log.many)
             self._subscribed.append(job_log)
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not main thread
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -390,16 +390,26 @@ class Worker:
                 backoff = dataclasses.replace(backoff, base=override[0], cap=override[1])
         return backoff
 
-    def _on_acked(self, job: ClaimedJob, acked: bool | None, run_ms: float) -> None:
-        if acked:
-            self.stats.succeeded += 1
-            kind = EventKind.SUCCEEDED  # once per job: _emit inlined, one enum lookup
-            if self.events.wants(kind):
+    def _on_acked(self, jobs: list[tuple[ClaimedJob, float]], acked: list[bool | None]) -> None:
+        """A batch of acknowledgements came back: one SUCCEEDED event per job taken, emitted
+        together (hooks with a batch form take the lock or walk the logging tree once)."""
+        kind = EventKind.SUCCEEDED
+        wanted = self.events.wants(kind)
+        succeeded: list[Event] = []
+        for (job, run_ms), ok in zip(jobs, acked, strict=True):
+            if not ok:
+                self._not_acked(job, ok, run_ms)
+            elif wanted:
                 wait = job.claimed_at_ms - job.ready_at_ms
-                self.events.emit(Event(kind, job.queue, job.task, job.id,
+                succeeded.append(Event(kind, job.queue, job.task, job.id,
                                        job.attempt, job.max_attempts,
                                        float(wait) if wait > 0 else 0.0, run_ms))  # fmt: skip
-        elif acked is None:
+        self.stats.succeeded += acked.count(True)
+        if succeeded:
+            self.events.emit_many(kind, succeeded)
+
+    def _not_acked(self, job: ClaimedJob, acked: bool | None, run_ms: float) -> None:
+        if acked is None:
             self._emit(EventKind.STALE, job, run_ms=run_ms,
                        detail="finished, but the store did not take the acknowledgement: it"
                        " runs again once its lease expires (at-least-once)")  # fmt: skip
