@@ -134,6 +134,26 @@ def test_solo_pool_runs_sync_jobs_on_the_loop_thread_with_timeouts(
     assert worker.executor.abandoned_threads == 0  # nothing left running
 
 
+def test_solo_run_time_is_the_job_own_not_its_wait_behind_others(app: App, tmp_path: Path) -> None:
+    """The solo pool runs a claimed batch one job after another; each job's run time starts
+    when it starts, not when the batch arrived (the last of 12 x 50 ms jobs ran 50 ms, not
+    600)."""
+    from calmq.events import Event, EventKind
+
+    for i in range(12):
+        app.enqueue("sleepy", str(tmp_path / f"out{i}.txt"), 0.05)
+    runs: list[float] = []
+
+    def keep(event: Event) -> None:
+        if event.kind is EventKind.SUCCEEDED and event.run_ms is not None:
+            runs.append(event.run_ms)
+
+    app.on_event(keep)
+    run_burst(app, concurrency=12, pool="solo")
+    assert len(runs) == 12
+    assert all(45 <= run < 300 for run in runs), runs  # 600 ms if queueing counted
+
+
 def test_unknown_task_is_dead_lettered_and_other_jobs_still_run(app: App, tmp_path: Path) -> None:
     out = tmp_path / "out.txt"
     app.store.enqueue([NewJob(new_job_id(), "default", "no.such.task", b'{"a":[]}')])
