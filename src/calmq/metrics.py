@@ -88,6 +88,15 @@ class _Tally:
         self.enqueue = [0] * len(ENQUEUE_BOUNDS_MS)
         self.wait_sum = self.run_sum = self.enqueue_sum = 0.0
 
+    def attempt(self, wait_ms: float | None, run_ms: float | None) -> None:
+        """Observe an attempt's wait and run time (either may be unknown)."""
+        if wait_ms is not None:
+            self.wait[bisect_left(WAIT_BOUNDS_MS, wait_ms)] += 1
+            self.wait_sum += wait_ms
+        if run_ms is not None:
+            self.run[bisect_left(RUN_BOUNDS_MS, run_ms)] += 1
+            self.run_sum += run_ms
+
 
 class _FlushOnCollect:
     """Registered ahead of calmq's metrics: every collection (scrape, ``get_sample_value``)
@@ -161,13 +170,7 @@ class Metrics:
             if tally is None:
                 tally = self._pending[key] = _Tally()
             if kind is _SUCCEEDED or kind is _FAILED:
-                wait, run = event.wait_ms, event.run_ms
-                if wait is not None:
-                    tally.wait[bisect_left(WAIT_BOUNDS_MS, wait)] += 1
-                    tally.wait_sum += wait
-                if run is not None:
-                    tally.run[bisect_left(RUN_BOUNDS_MS, run)] += 1
-                    tally.run_sum += run
+                tally.attempt(event.wait_ms, event.run_ms)
                 if kind is _FAILED:  # counted by the RETRIED, DEAD or STALE that follows
                     return
             elif kind is _ENQUEUED and event.run_ms is not None:
@@ -176,9 +179,7 @@ class Metrics:
             outcomes = tally.outcomes
             outcomes[kind] = outcomes.get(kind, 0) + event.count
         if event.at >= self._next_flush:
-            self._next_flush = event.at + self.flush_interval
-            self.flush()
-            self._ensure_flusher()
+            self._flush_now(event.at)
 
     def on_events(self, kind: EventKind, events: Sequence[Event]) -> None:
         """The hook's form for many events of one kind (``Hooks.emit_many``: a worker's
@@ -189,7 +190,6 @@ class Metrics:
             return
         if not events:
             return
-        wait_bounds, run_bounds = WAIT_BOUNDS_MS, RUN_BOUNDS_MS
         with self._lock:
             pending = self._pending
             key: tuple[str, str] | None = None  # no event's key: the first one looks it up
@@ -201,19 +201,16 @@ class Metrics:
                     if found is None:
                         found = pending[key] = _Tally()
                     tally = found
-                wait, run = event.wait_ms, event.run_ms
-                if wait is not None:
-                    tally.wait[bisect_left(wait_bounds, wait)] += 1
-                    tally.wait_sum += wait
-                if run is not None:
-                    tally.run[bisect_left(run_bounds, run)] += 1
-                    tally.run_sum += run
+                tally.attempt(event.wait_ms, event.run_ms)
                 tally.outcomes[kind] = tally.outcomes.get(kind, 0) + event.count
-        at = events[-1].at
-        if at >= self._next_flush:
-            self._next_flush = at + self.flush_interval
-            self.flush()
-            self._ensure_flusher()
+        if events[-1].at >= self._next_flush:
+            self._flush_now(events[-1].at)
+
+    def _flush_now(self, at: float) -> None:
+        """The hot path's flush, at most every ``flush_interval`` seconds of event time."""
+        self._next_flush = at + self.flush_interval
+        self.flush()
+        self._ensure_flusher()
 
     def _rare(self, event: Event) -> None:
         kind = event.kind
