@@ -3,6 +3,7 @@
 limit vs concurrency limit, on the Redis and the SQLite store, interleaved.
 
     .venv/bin/python bench/controls_cost.py [--jobs 10000] [--rounds 3] [--out controls.jsonl]
+                                            [--first-round 1]
 
 Variants (same no-op body, one task each; limits set so they never throttle or block):
   plain        @app.task
@@ -142,10 +143,13 @@ def main() -> None:
     ap.add_argument("--stores", default="redis,sqlite")
     ap.add_argument("--timeout", type=float, default=120.0)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--first-round", type=int, default=1,
+                    help="number of the first round (sets the variant order): lets runs of"
+                         " two code versions alternate round by round")  # fmt: skip
     args = ap.parse_args()
     workdir = tempfile.mkdtemp(prefix="calmq-ctlbench-")
     recs = []
-    for rnd in range(1, args.rounds + 1):
+    for rnd in range(args.first_round, args.first_round + args.rounds):
         order = VARIANTS[rnd - 1 :] + VARIANTS[: rnd - 1]  # rotate: no variant always first
         for store in args.stores.split(","):
             for variant in order:

@@ -14,8 +14,6 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
-import msgspec
-
 from calmq.alerts import EnqueueWatch
 from calmq.errors import (
     ConfigurationError,
@@ -36,7 +34,6 @@ from calmq.job import (
     new_job_id,
 )
 from calmq.limits import (
-    CallArguments,
     ConcurrencyLimit,
     KeySpec,
     Limits,
@@ -44,7 +41,6 @@ from calmq.limits import (
     RateLimit,
     Throttle,
     Unique,
-    job_limits,
 )
 from calmq.retry import Backoff
 from calmq.serializers import Envelope, Serializer, make_serializer
@@ -269,14 +265,14 @@ class App:
             job_id = new_job_id()  # well-formed by construction
         elif not 0 < len(job_id) <= 200 or "{" in job_id or "}" in job_id or job_id.isspace():
             raise ConfigurationError(f"bad job id {job_id!r}: 1-200 characters, no braces")
-        job = NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
-                     delay_ms, run_at_ms)  # fmt: skip
-        if plan.plain:
-            return job  # the plain, fast path: no binding, no keys
-        named = task.bind(call.args, call.kwargs) if plan.limits.uses_names else {}
-        arguments = CallArguments(call.args, call.kwargs, named)
-        fields = msgspec.structs.asdict(job_limits(plan.limits, task.name, arguments))
-        return msgspec.structs.replace(job, **fields)
+        if plan.controls is None:  # the plain, fast path: no binding, no keys
+            return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
+                          delay_ms, run_at_ms)  # fmt: skip
+        fields = plan.controls.fields(
+            call.args, call.kwargs, lambda: task.bind(call.args, call.kwargs)
+        )
+        return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
+                      delay_ms, run_at_ms, **fields)  # fmt: skip
 
     # --- queue controls ------------------------------------------------------------
     def pause(self, queue: str) -> None:

@@ -24,7 +24,16 @@ from calmq.job import (
     JobInfo,
     JobState,
 )
-from calmq.limits import ConcurrencyLimit, KeySpec, Limits, RateLimit, Throttle, Unique
+from calmq.limits import (
+    CompiledLimits,
+    ConcurrencyLimit,
+    KeySpec,
+    Limits,
+    RateLimit,
+    Throttle,
+    Unique,
+    compile_limits,
+)
 from calmq.retry import Backoff
 
 if TYPE_CHECKING:
@@ -189,10 +198,13 @@ class EnqueuePlan:
     limits: Limits
     #: No control set: jobs need no argument binding and no limit keys.
     plain: bool
+    #: ``limits`` resolved for this task (None when plain): what each job adds to them.
+    controls: CompiledLimits | None = None
 
 
-def plan_enqueue(defaults: TaskOptions, options: CallOptions) -> EnqueuePlan:
-    """Resolve and validate ``options`` over ``defaults`` (ConfigurationError when bad)."""
+def plan_enqueue(defaults: TaskOptions, options: CallOptions, *, task: str) -> EnqueuePlan:
+    """Resolve and validate ``options`` over ``defaults`` for the task named ``task``
+    (ConfigurationError when bad)."""
     queue = options.queue or defaults.queue
     retries = defaults.retries if options.retries is None else options.retries
     priority = defaults.priority if options.priority is None else options.priority
@@ -203,7 +215,7 @@ def plan_enqueue(defaults: TaskOptions, options: CallOptions) -> EnqueuePlan:
     return EnqueuePlan(
         queue, retries + 1, priority, checked.timeout,
         [backoff.base, backoff.cap] if backoff else None, delay_ms, run_at_ms, limits,
-        limits.empty,
+        limits.empty, None if limits.empty else compile_limits(limits, task),
     )  # fmt: skip
 
 
@@ -230,7 +242,7 @@ class Task(Generic[P, R]):
         last = self._last_plan
         if last is not None and last[0] is options and last[1] is self.defaults:
             return last[2]
-        plan = plan_enqueue(self.defaults, options)
+        plan = plan_enqueue(self.defaults, options, task=self.name)
         self._last_plan = (options, self.defaults, plan)
         return plan
 

@@ -24,7 +24,7 @@ from redis.crc import key_slot
 from redis.retry import Retry
 
 from calmq.errors import ConfigurationError, QueueUnavailable, StoreError
-from calmq.job import FailOutcome, JobState, Lease, NewJob, WorkerInfo
+from calmq.job import EnqueueOutcome, FailOutcome, JobState, Lease, NewJob, WorkerInfo
 from calmq.settings import Settings
 from calmq.stores import open_store
 from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, Store
@@ -147,6 +147,52 @@ def test_foreign_lane_key_is_refused_before_any_write(
     with pytest.raises(StoreError, match="foreign data"):
         redis_store.claim(Q, limit=1, lease_ms=1000)
     assert snapshot(raw, key_prefix) == before
+
+
+@pytest.mark.parametrize("kind", ["uniq", "lane", "lanes"])
+def test_one_job_with_controls_refuses_foreign_keys_before_any_write(
+    kind: str, redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = queue_keys(key_prefix, Q)
+    new = job("j1", unique_key="u", rate_key="r", rate_limit=5, rate_period_ms=1000)
+    redis_store.enqueue([job("first")])  # the queue exists
+    name = {"uniq": derived_key(keys.tag, "uniq", "u"),
+            "lane": derived_key(keys.tag, "lane", new.lane or ""),
+            "lanes": keys.lanes}[kind]  # fmt: skip
+    raw.delete(name)
+    raw.hset(name, "x", "foreign")
+    before = snapshot(raw, key_prefix)
+    with pytest.raises(StoreError, match="foreign data"):
+        redis_store.enqueue([new])
+    assert snapshot(raw, key_prefix) == before
+
+
+def test_one_job_with_controls_stores_what_a_batch_stores(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    # One job takes the short path of enqueue.lua, a batch the general one: same records.
+    keys = queue_keys(key_prefix, Q)
+
+    def limited(job_id: str, key: str = "", **kw: Any) -> NewJob:
+        return job(job_id, unique_key=key or f"u-{job_id}", concurrency_key="c",
+                   concurrency_limit=2, **kw)  # fmt: skip
+
+    assert redis_store.enqueue([limited("one")])[0].created
+    assert all(r.created for r in redis_store.enqueue([limited("b1"), limited("b2")]))
+    assert redis_store.enqueue([limited("later", delay_ms=60_000)])[0].state == JobState.SCHEDULED
+
+    def record(job_id: str) -> dict[bytes, bytes]:
+        fields = raw.hgetall(keys.job(job_id))
+        for volatile in (b"id", b"seq", b"enq", b"run_at", b"uk", b"payload"):
+            fields.pop(volatile)
+        return fields
+
+    assert record("one") == record("b1")
+    assert raw.get(derived_key(keys.tag, "uniq", "u-one")) == b"queued:one"
+    lane = derived_key(keys.tag, "lane", limited("x").lane or "")
+    assert [m.decode() for m in raw.zrange(lane, 0, -1)] == ["one", "b1", "b2"]
+    assert raw.zscore(keys.lanes, limited("x").lane or "") is not None
+    assert redis_store.enqueue([limited("dup", "u-one")])[0].outcome == (EnqueueOutcome.DUPLICATE)
 
 
 @pytest.mark.parametrize("bad", ["", "a b", "a{b", "b}", "tab\there", "x" * 201])

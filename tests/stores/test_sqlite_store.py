@@ -747,3 +747,26 @@ def test_unique_key_on_an_existing_id_reports_the_id_and_leaves_the_key(
     assert other.created  # k2 was not taken by the refused enqueue
     dup = store.enqueue([job("z", unique_key="k1")])[0]
     assert (dup.outcome, dup.duplicate_of) == (EnqueueOutcome.DUPLICATE, "x")
+
+
+def test_unique_sweep_visits_a_bounded_span_and_keeps_held_keys(
+    store: SqliteStore, db_path: str
+) -> None:
+    def keys() -> set[str]:
+        with contextlib.closing(sqlite3.connect(db_path)) as conn:
+            return {row[0] for row in conn.execute("SELECT key FROM unique_keys")}
+
+    jobs = [job(f"j{i:02d}", unique_key=f"k{i:02d}") for i in range(30)]
+    assert all(r.created for r in store.enqueue(jobs))
+    leases = [j.lease for j in store.claim("q", limit=30, lease_ms=60_000).jobs]
+    assert store.complete("q", leases[::3]) == [True] * 10  # these keys no longer hold
+    done = {f"k{i:02d}" for i in range(0, 30, 3)}
+    store.release("q", [lease for i, lease in enumerate(leases) if i % 3])  # pending again
+    store.rescue_expired("q", limit=8)  # visits the first 8 keys only
+    assert len(keys()) >= 30 - 8
+    for _ in range(4):
+        store.rescue_expired("q", limit=8)
+    assert keys() == {f"k{i:02d}" for i in range(30)} - done
+    duplicate = store.enqueue([job("again", unique_key="k01")])[0]
+    assert duplicate.outcome == EnqueueOutcome.DUPLICATE
+    assert store.enqueue([job("fresh", unique_key="k00")])[0].created

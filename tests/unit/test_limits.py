@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+
+import msgspec
 import pytest
 
 from calmq.errors import ConfigurationError
@@ -15,6 +18,7 @@ from calmq.limits import (
     Throttle,
     Unique,
     arguments_key,
+    compile_limits,
     compute_key,
     job_limits,
     validate_key,
@@ -126,3 +130,45 @@ def test_limits_bind_arguments_by_name_only_for_format_string_keys() -> None:
     assert not Limits(rate_limit=RateLimit(5, 1.0, key=lambda tenant: tenant)).uses_names
     assert Limits(concurrency_limit=ConcurrencyLimit(1, key="account:{account}")).uses_names
     assert Limits(fairness_key="{0}").uses_names
+
+
+def test_arguments_key_value_is_pinned() -> None:
+    # Changing the bytes hashed or the hash would let a job queued before an upgrade and
+    # its duplicate enqueued after it both run.
+    want = "args:" + hashlib.sha256(b'["t",[1,"a"],{"x":1,"y":2}]').hexdigest()[:32]
+    assert arguments_key("t", [1, "a"], {"y": 2, "x": 1}) == want
+    assert arguments_key("t", (1, "a"), {"y": 2, "x": 1}) == want
+
+
+def test_compiled_limits_give_the_job_limits_fields() -> None:
+    limits = Limits(
+        unique=Unique(scope="ttl", ttl=2.5, policy="replace"),
+        throttle=Throttle(3, 60, key=lambda tenant, n, to: f"{tenant}:{n}"),
+        rate_limit=RateLimit(10, 1),
+        concurrency_limit=ConcurrencyLimit(2, key="{tenant}"),
+        fairness_key="{0}",
+    )
+    compiled = compile_limits(limits, "sms.send")
+    assert compiled.fixed["rate_key"] == "sms.send"  # per task: computed once
+    bound: list[int] = []
+
+    def named() -> dict[str, object]:
+        bound.append(1)
+        return dict(CALL.named)
+
+    fields = compiled.fields(CALL.args, CALL.kwargs, named)
+    assert bound == [1]  # format-string keys bind the arguments, once
+    assert fields == {
+        k: v for k, v in msgspec.structs.asdict(job_limits(limits, "sms.send", CALL)).items()
+        if v != getattr(NewJob("i", "q", "t", b""), k)
+    }  # fmt: skip
+    assert fields["unique_key"] == arguments_key("sms.send", CALL.args, CALL.kwargs)
+    assert (fields["throttle_key"], fields["concurrency_key"]) == ("acme:7", "acme")
+    no_names = compile_limits(Limits(unique=Unique()), "t")
+    assert not no_names.uses_names
+    assert no_names.fields((1,), {}, lambda: pytest.fail("bound for no key")) == {
+        "unique_key": arguments_key("t", [1], {}),
+        "unique_scope": UniqueScope.QUEUED,
+        "unique_ttl_ms": 0,
+        "unique_policy": DuplicatePolicy.KEEP,
+    }

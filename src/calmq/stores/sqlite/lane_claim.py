@@ -52,10 +52,12 @@ class LaneClaim:
         self._events: list[list[Any]] = []  # rate events of the chosen jobs
         self._lanes_out: dict[str, list[Any]] = {}  # lane -> [new turn or None, blocked_until]
         self._dropped: list[str] = []
+        self.limit = 0  # set by run()
 
     def run(self, limit: int) -> list[Row]:
         """Claim up to ``limit`` jobs, one per open lane (and one plain job) per pass."""
         conn, q = self.conn, self.q
+        self.limit = limit
         params = {"queue": self.queue, "now": self.now, "limit": LANE_SCAN}
         lanes = [str(r[0]) for r in conn.execute(q["open_lanes"], params)]
         top = int(conn.execute(q["reserve_seq"], {"n": limit}).fetchone()[0])
@@ -134,11 +136,14 @@ class LaneClaim:
         if rate_key is not None:
             window = self._windows.get(rate_key)
             if window is None:
+                # This claim adds at most self.limit events: a bound under rate_limit by
+                # that much proves the limit cannot be reached, without counting.
                 window = self._windows[rate_key] = list(
                     count_window(
-                        self.conn, self.q, self.queue, "r", rate_key, rate_period, self.now
+                        self.conn, self.q, self.queue, "r", rate_key, rate_period, self.now,
+                        below=rate_limit - self.limit,
                     )
-                )
+                )  # fmt: skip
             count, oldest = window
             if count >= rate_limit:
                 return int((oldest if oldest is not None else self.now) + rate_period)

@@ -450,6 +450,13 @@ WHERE queue = :queue AND kind = :kind AND key = :key AND at <= :cutoff;
 SELECT count(*), min(at) FROM limit_events
 WHERE queue = :queue AND kind = :kind AND key = :key AND at > :cutoff;
 
+-- At least the number of events in the table, of any key: rowids are distinct integers,
+-- so no more rows than the span of the lowest to the highest fit between them. Two
+-- min/max lookups on the rowid b-tree, where counting a key's window steps through it.
+-- name: window_bound
+SELECT coalesce(
+    (SELECT max(rowid) FROM limit_events) - (SELECT min(rowid) FROM limit_events) + 1, 0);
+
 -- name: window_add
 INSERT INTO limit_events (queue, kind, key, at, until, member)
 VALUES (:queue, :kind, :key, :now, :now + :period, :member);
@@ -514,18 +521,26 @@ SET payload = :payload, run_at = :run_at,
 WHERE queue = :queue AND id = :id AND state IN ('ready', 'scheduled', 'waiting')
 RETURNING state, lane, conc_key, seq;
 
--- Unique keys that no longer hold: TTL passed, or the job left the states of its scope.
+-- The last key of the next :scan unique keys after :after (NULL: none left), and how many.
+-- name: unique_sweep_span
+SELECT max(key), count(*) FROM (
+    SELECT key FROM unique_keys WHERE queue = :queue AND key > :after ORDER BY key LIMIT :scan
+);
+
+-- Unique keys that no longer hold (TTL passed, or the job left the states of its scope),
+-- among the keys in (:after, :last]: a sweep visits a bounded span of keys per call, so
+-- keys held by pending jobs are not all read again each time (that made every sweep cost
+-- O(pending unique jobs)).
 -- name: sweep_unique
 DELETE FROM unique_keys
 WHERE queue = :queue AND key IN (
     SELECT u.key FROM unique_keys AS u
     LEFT JOIN jobs AS j ON j.queue = u.queue AND j.id = u.job_id
-    WHERE u.queue = :queue AND (
+    WHERE u.queue = :queue AND u.key > :after AND u.key <= :last AND (
         (u.scope = 'ttl' AND u.expires_at <= :now)
         OR (u.scope <> 'ttl' AND (j.state IS NULL
             OR j.state NOT IN ('ready', 'scheduled', 'waiting', 'running')))
     )
-    LIMIT :limit
 );
 
 -- ---------------------------------------------------------------- queue controls

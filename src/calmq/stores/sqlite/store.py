@@ -80,6 +80,8 @@ class SqliteStore:
         self._conns = Connections(path, self._busy_timeout, self._q)
         # Wakes wait_for_work in this process; one counter per queue limits spurious wakes.
         self._wakeups = Wakeups()
+        # Per queue, the unique key the next sweep starts after (see controls.sweep).
+        self._unique_sweep_from: dict[str, str] = {}
         check_environment(path)
         self._conns.open_first(migrate)  # closes what it opened if it fails
 
@@ -331,7 +333,8 @@ class SqliteStore:
             freed = [row[-1] for row in (*cancelled, *dead_rows)] + [row[2] for row in back]
             controls.slots_freed(conn, self._q, queue, freed)
             self._sweep(conn, queue, now, limit)
-            controls.sweep(conn, self._q, queue, now, limit)
+            after = self._unique_sweep_from.get(queue, "")
+            self._unique_sweep_from[queue] = controls.sweep(conn, self._q, queue, now, limit, after)
         if requeued:
             self._notify([queue])
         return RescueResult(requeued=requeued, dead=dead)

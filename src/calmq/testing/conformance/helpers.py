@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+from calmq.errors import QueueUnavailable
 from calmq.job import (
     ClaimedJob,
     EnqueueResult,
@@ -39,6 +40,7 @@ __all__ = [
     "kill",
     "make_job",
     "one_count",
+    "patiently",
     "poll",
     "rescue_until",
     "run_threads",
@@ -177,6 +179,20 @@ def kill(store: Store, job: NewJob, error: str = "boom", traceback: str = "tb") 
     outcome = store.fail(job.queue, claimed.lease, error=error, traceback=traceback)
     assert outcome == FailOutcome.DEAD
     return claimed
+
+
+def patiently(call: Callable[[], T], timeout: float = 60.0) -> T:
+    """``call()``, tried again while the store answers busy (as a worker backs off and tries
+    again): a store may refuse a call that would wait longer than its busy timeout, which
+    threads racing on a two-core box can make it do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except QueueUnavailable as exc:
+            if exc.reason != "busy" or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def run_threads(targets: Sequence[Callable[[], None]], timeout: float = 30.0) -> None:

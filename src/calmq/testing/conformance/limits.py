@@ -45,6 +45,7 @@ from calmq.testing.conformance.helpers import (
     get_info,
     make_job,
     one_count,
+    patiently,
     poll,
     rescue_until,
     run_threads,
@@ -94,6 +95,31 @@ class TestUnique:
         results = store.enqueue([a, b])
         assert [r.outcome for r in results] == [EnqueueOutcome.CREATED, EnqueueOutcome.DUPLICATE]
         assert results[1].duplicate_of == a.id
+
+    def test_batch_of_new_keys_reports_each_state(self, store: Store) -> None:
+        now, later = uniq("a"), uniq("b", delay_ms=60_000)
+        results = store.enqueue([now, later])
+        assert [(r.id, r.created, r.state, r.outcome) for r in results] == [
+            (now.id, True, JobState.READY, EnqueueOutcome.CREATED),
+            (later.id, True, JobState.SCHEDULED, EnqueueOutcome.CREATED),
+        ]
+
+    def test_every_control_on_one_job(self, store: Store) -> None:
+        def job(key: str) -> NewJob:
+            return uniq(key, unique_scope=UniqueScope.ACTIVE, throttle_key="t",
+                        throttle_limit=2, throttle_period_ms=60_000, rate_key="r",
+                        rate_limit=5, rate_period_ms=60_000, concurrency_key="c",
+                        concurrency_limit=1, fairness_key="f")  # fmt: skip
+
+        first, second = job("a"), job("b")
+        enqueue_many(store, [first, second])
+        assert store.enqueue([job("a")])[0].outcome == EnqueueOutcome.DUPLICATE  # unique
+        assert store.enqueue([job("c")])[0].outcome == EnqueueOutcome.THROTTLED  # 2 per minute
+        running = claim_all(store)
+        assert [j.id for j in running] == [first.id]  # one slot
+        assert store.enqueue([job("a")])[0].outcome == EnqueueOutcome.DUPLICATE  # active
+        assert store.complete(QUEUE, [running[0].lease]) == [True]
+        assert [j.id for j in claim_all(store)] == [second.id]
 
     def test_other_keys_and_queues_are_independent(self, store: Store) -> None:
         enqueue_one(store, uniq("a"))
@@ -200,6 +226,13 @@ class TestThrottle:
         assert one_count(store).ready == 3
         assert store.enqueue([self.throttled(key="other")])[0].created
 
+    def test_limit_is_exact_one_by_one_and_in_a_batch(self, store: Store) -> None:
+        one_by_one = [store.enqueue([self.throttled(limit=20)])[0] for _ in range(25)]
+        assert sum(r.created for r in one_by_one) == 20
+        assert [r.created for r in one_by_one[20:]] == [False] * 5
+        batch = store.enqueue([self.throttled(limit=20, key="b") for _ in range(25)])
+        assert [r.created for r in batch] == [True] * 20 + [False] * 5
+
     def test_window_slides(self, store: Store) -> None:
         assert store.enqueue([self.throttled(300, 1)])[0].created
         assert store.enqueue([self.throttled(300, 1)])[0].outcome == EnqueueOutcome.THROTTLED
@@ -258,6 +291,19 @@ class TestRateLimit:
         assert (info.state, info.attempt) == (JobState.READY, 0)
         assert result.next_due_ms is not None
         assert result.now_ms < result.next_due_ms <= result.now_ms + 60_000
+
+    def test_limit_is_exact_over_small_claims(self, store: Store) -> None:
+        # Claims of 3 reach a limit of 10 over several calls: each must know the count,
+        # and the starts of another key must neither count nor block.
+        enqueue_many(store, [rated(100, 60_000, key="other") for _ in range(6)])
+        assert len(claim_all(store)) == 6
+        jobs = [rated(10, 60_000) for _ in range(15)]
+        enqueue_many(store, jobs)
+        started: list[ClaimedJob] = []
+        for _ in range(8):
+            started += store.claim(QUEUE, limit=3, lease_ms=LONG_LEASE_MS).jobs
+        assert [j.id for j in started] == [j.id for j in jobs[:10]]
+        assert one_count(store).ready == 5
 
     def test_other_work_is_not_blocked(self, store: Store) -> None:
         enqueue_many(store, [rated(1, 60_000) for _ in range(3)])
@@ -340,19 +386,20 @@ class TestConcurrencyLimit:
         lock = threading.Lock()
         seen = {"max": 0, "done": 0}
 
-        def worker() -> None:
+        def worker() -> None:  # racing for the write lock: busy answers are tried again
             while True:
-                jobs = store.claim(QUEUE, limit=2, lease_ms=LONG_LEASE_MS).jobs
-                running = one_count(store).running  # store truth: slots held now
+                jobs = patiently(lambda: store.claim(QUEUE, limit=2, lease_ms=LONG_LEASE_MS)).jobs
+                running = patiently(lambda: one_count(store)).running  # slots held now
                 with lock:
                     seen["max"] = max(seen["max"], running)
                 if not jobs:
-                    counts = one_count(store)
+                    counts = patiently(lambda: one_count(store))
                     if counts.ready == 0 and counts.running == 0:
                         return
                     time.sleep(0.001)
                     continue
-                assert store.complete(QUEUE, [j.lease for j in jobs]) == [True] * len(jobs)
+                leases = [j.lease for j in jobs]
+                assert patiently(lambda: store.complete(QUEUE, leases)) == [True] * len(jobs)  # noqa: B023
                 with lock:
                     seen["done"] += len(jobs)
 
