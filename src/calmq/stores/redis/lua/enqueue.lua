@@ -189,50 +189,25 @@ local function enqueue_plain()
   return out
 end
 
--- One plain job (task.enqueue): the plain path without its tables and loops.
-local function enqueue_one()
+-- One job (task.enqueue), plain (j = nil) or with controls but no throttle (a unique
+-- key, a lane, or both): the general path's results and checks of the keys touched here,
+-- without its tables and loops (a unique job: 12 Redis calls instead of 21). Returns nil,
+-- before any write, for a bounded queue or a unique key that is set: the general path
+-- decides (duplicate, replace, or a stale key to take over).
+local function enqueue_one(j)
   if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
-  local idle = checked('LLEN', wake, 'list') == 0
-  checked('ZCARD', ready, 'zset')  -- integer replies: cheaper than TYPE's status table
-  local id, delay, at = ARGV[2], tonumber(ARGV[7]), tonumber(ARGV[8])
-  if delay > 0 or at then check_type(scheduled, 'zset') end
-  local jk = tag .. ':job:' .. id
-  if check_type(jk, 'hash') == 'hash' then
-    return {0, redis.call('HGET', jk, 'state') or '', 'exists', ''}
-  end
-  local seq = checked('INCRBY', seq_key, 'string', 1)
-  local now = now_ms()
-  local run_at = run_time(2, now)
-  local state = store_job(jk, 2, seq, now, run_at)
-  if state == 'ready' then
-    redis.call('ZADD', ready, -tonumber(ARGV[5]) * 1e12 + seq, id)
-    if idle then redis.call('RPUSH', wake, 1) end
-  else
-    redis.call('ZADD', scheduled, run_at, id)
-  end
-  return state  -- the short reply for one created job
-end
-
--- One job with controls but no throttle (a unique key, a lane, or both): enqueue_one
--- plus its unique key and lane, when the key is free. Returns nil, before any write, for
--- a bounded queue or a unique key that is set (the general path decides: duplicate,
--- replace, or a stale key to take over). The general path's results and checks of the
--- keys touched here, in about half its calls (issue 5: 12 instead of 21 for a unique job).
-local function enqueue_one_controlled(j)
-  if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
-  local uk = nil
-  if j.uk ~= '' then
+  local uk, lane = nil, nil
+  if j and j.uk ~= '' then
     uk = tag .. ':uniq:' .. j.uk
     if checked('GET', uk, 'string') then return nil end
   end
   local idle = checked('LLEN', wake, 'list') == 0
-  local lane = nil
-  if j.lane ~= '' then
+  if j and j.lane ~= '' then
     lane = tag .. ':lane:' .. j.lane
     checked('ZCARD', lane, 'zset')
     checked('ZCARD', lanes, 'zset')
   else
-    checked('ZCARD', ready, 'zset')
+    checked('ZCARD', ready, 'zset')  -- integer replies: cheaper than TYPE's status table
   end
   local id, delay, at = ARGV[2], tonumber(ARGV[7]), tonumber(ARGV[8])
   if delay > 0 or at then check_type(scheduled, 'zset') end
@@ -244,8 +219,10 @@ local function enqueue_one_controlled(j)
   local now = now_ms()
   local run_at = run_time(2, now)
   local state = store_job(jk, 2, seq, now, run_at)
-  redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
-    'cl', j.cl, 'uk', j.uk)
+  if j then
+    redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
+      'cl', j.cl, 'uk', j.uk)
+  end
   if uk then
     redis.call('SET', uk, j.us .. ':' .. id)
     if j.us == 'ttl' then redis.call('PEXPIRE', uk, j.ut) end
@@ -267,10 +244,10 @@ end
 
 if next(controls) == nil then
   local out
-  if #starts == 1 then out = enqueue_one() else out = enqueue_plain() end
+  if #starts == 1 then out = enqueue_one(nil) else out = enqueue_plain() end
   if out then return out end
 elseif #starts == 1 and controls[2].tk == '' then
-  local out = enqueue_one_controlled(controls[2])
+  local out = enqueue_one(controls[2])
   if out then return out end
 end
 
