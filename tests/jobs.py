@@ -13,7 +13,7 @@ import os
 import time
 from pathlib import Path
 
-from calmq import App, Backoff, Retry, Settings
+from calmq import App, Backoff, ConcurrencyLimit, Retry, Settings
 from calmq.context import current_job
 
 fast = Backoff(base=0.05, cap=0.2, jitter=0.0)
@@ -120,6 +120,14 @@ def make_app(settings: Settings | None = None) -> App:
         except asyncio.CancelledError:
             record(path, "cancelled")
             raise
+
+    @app.task(name="capped", retries=0, concurrency_limit=ConcurrencyLimit(3))
+    def capped(path: str) -> None:
+        """At most 3 at once across all workers; appends 'start end pid' (wall clock)."""
+        start = time.time()
+        time.sleep(0.002)
+        with open(path, "a", encoding="utf-8") as f:  # one short line: an atomic append
+            f.write(f"{start!r} {time.time()!r} {os.getpid()}\n")
 
     return app
 

@@ -186,6 +186,38 @@ def test_poison_pill_is_dead_lettered_after_its_deliveries(
     assert supervisor.wait() == 0
 
 
+def test_concurrency_limit_holds_across_four_worker_processes(
+    app: App, settings: Settings, tmp_path: Path, workers: Callable[..., WorkerProcess]
+) -> None:
+    """Issue 5's proof: 4 worker processes drain 2,000 jobs of a task limited to 3 at once;
+    the job bodies' own start/end times never show more than 3 overlapping."""
+    out = tmp_path / "capped.txt"
+    total = 2000
+    for start in range(0, total, 500):
+        app.tasks["capped"].enqueue_many([(str(out),) for _ in range(start, start + 500)])
+    fleet = [workers(settings, "--concurrency", "4") for _ in range(4)]
+    wait_until(lambda: len(lines(out)) == total, timeout=240, what="2,000 capped jobs")
+    for worker in fleet:
+        worker.signal(signal.SIGTERM)
+    for worker in fleet:
+        assert worker.wait() == 0
+    edges = []
+    pids = set()
+    for line in lines(out):
+        begin, end, pid = line.split()
+        edges += [(float(begin), 1), (float(end), -1)]
+        pids.add(pid)
+    running = highest = 0
+    for _, step in sorted(edges):  # an end sorts before a start at the same instant
+        running += step
+        highest = max(highest, running)
+    print(f"\nconcurrency limit 3, 4 worker processes, {total} jobs: max running {highest}")
+    assert 1 <= highest <= 3
+    assert len(pids) >= 2  # the work was really shared between processes
+    counts = app.store.counts(["default"])[0]
+    assert (counts.ready, counts.running, counts.dead) == (0, 0, 0)
+
+
 def test_stop_signals_during_start_up_reach_every_child(
     settings: Settings, workers: Callable[..., WorkerProcess]
 ) -> None:
