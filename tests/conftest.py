@@ -16,7 +16,7 @@ from calmq.settings import Settings
 from calmq.stores.base import Store
 from tests.jobs import make_app
 from tests.redis_server import RedisServer, unique_prefix
-from tests.store_fixtures import opened_store
+from tests.store_fixtures import opened_store, settings_for
 
 
 @pytest.fixture(scope="session")
@@ -64,13 +64,7 @@ STORE_KINDS = ["redis", "sqlite-file", "sqlite-memory"]
 @pytest.fixture(params=STORE_KINDS)
 def store_settings(request: pytest.FixtureRequest, tmp_path: object) -> Settings:
     """Settings for each store kind; tests using it run once per store."""
-    kind = request.param
-    if kind == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return Settings(url=server.url, key_prefix=unique_prefix(request.node.name))
-    if kind == "sqlite-file":
-        return Settings(url=f"sqlite:///{tmp_path}/calmq.sqlite3")
-    return Settings(url="sqlite://:memory:")
+    return settings_for(request, tmp_path)
 
 
 @pytest.fixture

@@ -161,6 +161,12 @@ class ClaimedJob(msgspec.Struct, frozen=True):
         """The lease to pass to ``complete``/``fail``/``extend_leases``."""
         return Lease(self.id, self.token)
 
+    @property
+    def wait_ms(self) -> int:
+        """How long it waited from ready to claimed (store clock; never negative)."""
+        wait = self.claimed_at_ms - self.ready_at_ms
+        return wait if wait > 0 else 0
+
 
 class ClaimResult(msgspec.Struct, frozen=True):
     """Jobs claimed by one call, and when the next scheduled job of the queue falls due.

@@ -130,11 +130,12 @@ class JobLog:
     (``logging.setLogRecordFactory``) gets its records from it, the slow way.
 
     One shortcut: when the only handler a record would reach is calmq's own
-    :class:`BufferedStreamHandler` with a :class:`JsonFormatter` (what ``calmq worker
-    --log-json`` sets up) and no filter or record factory is installed anywhere on the way,
-    nobody could see the record, so the line is formatted from the event and queued on that
-    handler directly (the same text). Checked on every line: attach a handler or a filter
-    and the next outcome goes through a record again.
+    :class:`BufferedStreamHandler` with a formatter that can print the line from the event
+    (:class:`JsonFormatter`, or :class:`TextFormatter` in a format like ``calmq worker``'s)
+    and no filter or record factory is installed anywhere on the way, nobody could see the
+    record, so the line is built from the event and queued on that handler directly (the
+    same text). Checked per call (per batch of events): attach a handler or a filter and the
+    next outcome goes through a record again.
     """
 
     def __init__(self, logger: logging.Logger = job_log) -> None:
@@ -149,11 +150,17 @@ class JobLog:
         return enabled_kinds(self.logger)
 
     def __call__(self, event: Event) -> None:
-        level = self._levels.get(event.kind)
-        if level is None or not self.logger.isEnabledFor(level):
+        self.many(event.kind, (event,))
+
+    def many(self, kind: EventKind, events: Sequence[Event]) -> None:
+        """The hook's form for many events of one kind (:meth:`Hooks.emit_many`): the
+        level, the logging tree and the handler's lock are looked at once per batch."""
+        level = self._levels.get(kind)
+        if level is None or not events or not self.logger.isEnabledFor(level):
             return
         if logging.getLogRecordFactory() is not logging.LogRecord:
-            log_event(event, self.logger)
+            for event in events:
+                log_event(event, self.logger)
             return
         template = self._templates.get(level)
         if template is None:
@@ -161,8 +168,14 @@ class JobLog:
         handler = self._sole_handler(level)
         if handler is not None:
             formatter: EventFormatter = handler.formatter  # type: ignore[assignment]
-            handler.emit_line(formatter.event_line(event, template), level)
+            line = formatter.event_line
+            handler.emit_lines([line(event, template) for event in events], level)
             return
+        for event in events:
+            self.logger.handle(self._record(event, template))
+
+    def _record(self, event: Event, template: dict[str, Any]) -> JobRecord:
+        """The record of ``event``: ``template`` plus what changes per line."""
         d = template.copy()
         d.update(event.__dict__)  # job_id, task, queue, attempt, ..., detail: FIELDS, at once
         del d["kind"], d["values"], d["at"]
@@ -177,27 +190,7 @@ class JobLog:
         d["msg"] = _message(event)
         record = JobRecord.__new__(JobRecord)
         record.__dict__ = d
-        self.logger.handle(record)
-
-    def many(self, kind: EventKind, events: Sequence[Event]) -> None:
-        """The hook's form for many events of one kind (:meth:`Hooks.emit_many`): the
-        level, the logging tree and the handler's lock are looked at once per batch."""
-        level = self._levels.get(kind)
-        if level is None or not events or not self.logger.isEnabledFor(level):
-            return
-        handler = None
-        if logging.getLogRecordFactory() is logging.LogRecord:
-            handler = self._sole_handler(level)
-        if handler is None:
-            for event in events:
-                self(event)
-            return
-        template = self._templates.get(level)
-        if template is None:
-            template = self._templates[level] = self._template(level)
-        formatter: EventFormatter = handler.formatter  # type: ignore[assignment]
-        line = formatter.event_line
-        handler.emit_lines([line(event, template) for event in events], level)
+        return record
 
     def _sole_handler(self, level: int) -> BufferedStreamHandler | None:
         """The handler a record at ``level`` would reach if it is the only one, calmq's own
@@ -411,17 +404,10 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
-    def emit_line(self, line: str | _JsonLine, levelno: int) -> None:
-        """Queue a line built elsewhere (:class:`JobLog`'s shortcut: text without its
-        terminator, or JSON), as :meth:`emit` queues a formatted record."""
-        with self.lock:  # type: ignore[union-attr]  # (always made by Handler.__init__)
-            self._lines.append(line)
-            if levelno >= logging.WARNING or len(self._lines) >= self.max_lines:
-                self.flush()
-
     def emit_lines(self, lines: Sequence[str | _JsonLine], levelno: int) -> None:
-        """:meth:`emit_line` for many lines, under one take of the lock."""
-        with self.lock:  # type: ignore[union-attr]
+        """Queue lines built elsewhere (:class:`JobLog`'s shortcut: text without its
+        terminator, or JSON) under one take of the lock, as :meth:`emit` queues a record."""
+        with self.lock:  # type: ignore[union-attr]  # (always made by Handler.__init__)
             self._lines += lines
             if levelno >= logging.WARNING or len(self._lines) >= self.max_lines:
                 self.flush()

@@ -88,14 +88,22 @@ class _Tally:
         self.enqueue = [0] * len(ENQUEUE_BOUNDS_MS)
         self.wait_sum = self.run_sum = self.enqueue_sum = 0.0
 
-    def attempt(self, wait_ms: float | None, run_ms: float | None) -> None:
-        """Observe an attempt's wait and run time (either may be unknown)."""
-        if wait_ms is not None:
-            self.wait[bisect_left(WAIT_BOUNDS_MS, wait_ms)] += 1
-            self.wait_sum += wait_ms
-        if run_ms is not None:
-            self.run[bisect_left(RUN_BOUNDS_MS, run_ms)] += 1
-            self.run_sum += run_ms
+    def add(self, kind: EventKind, event: Event) -> None:
+        """Count ``event`` (of a TALLIED ``kind``) and observe its times."""
+        if kind is _SUCCEEDED or kind is _FAILED:
+            wait, run = event.wait_ms, event.run_ms
+            if wait is not None:
+                self.wait[bisect_left(WAIT_BOUNDS_MS, wait)] += 1
+                self.wait_sum += wait
+            if run is not None:
+                self.run[bisect_left(RUN_BOUNDS_MS, run)] += 1
+                self.run_sum += run
+            if kind is _FAILED:  # counted by the RETRIED, DEAD or STALE that follows
+                return
+        elif kind is _ENQUEUED and event.run_ms is not None:
+            self.enqueue[bisect_left(ENQUEUE_BOUNDS_MS, event.run_ms)] += 1
+            self.enqueue_sum += event.run_ms
+        self.outcomes[kind] = self.outcomes.get(kind, 0) + event.count
 
 
 class _FlushOnCollect:
@@ -160,33 +168,14 @@ class Metrics:
     @listens_to(*HANDLED)
     def on_event(self, event: Event) -> None:
         """Event hook: count outcomes, observe wait/run/enqueue times."""
-        kind = event.kind
-        if kind not in TALLIED:
-            self._rare(event)
-            return
-        key = (event.queue, event.task)
-        with self._lock:
-            tally = self._pending.get(key)
-            if tally is None:
-                tally = self._pending[key] = _Tally()
-            if kind is _SUCCEEDED or kind is _FAILED:
-                tally.attempt(event.wait_ms, event.run_ms)
-                if kind is _FAILED:  # counted by the RETRIED, DEAD or STALE that follows
-                    return
-            elif kind is _ENQUEUED and event.run_ms is not None:
-                tally.enqueue[bisect_left(ENQUEUE_BOUNDS_MS, event.run_ms)] += 1
-                tally.enqueue_sum += event.run_ms
-            outcomes = tally.outcomes
-            outcomes[kind] = outcomes.get(kind, 0) + event.count
-        if event.at >= self._next_flush:
-            self._flush_now(event.at)
+        self.on_events(event.kind, (event,))
 
     def on_events(self, kind: EventKind, events: Sequence[Event]) -> None:
         """The hook's form for many events of one kind (``Hooks.emit_many``: a worker's
         batch of acknowledged jobs): one lock and one flush check per batch."""
-        if kind is not _SUCCEEDED:
+        if kind not in TALLIED:
             for event in events:
-                self.on_event(event)
+                self._rare(event)
             return
         if not events:
             return
@@ -201,8 +190,7 @@ class Metrics:
                     if found is None:
                         found = pending[key] = _Tally()
                     tally = found
-                tally.attempt(event.wait_ms, event.run_ms)
-                tally.outcomes[kind] = tally.outcomes.get(kind, 0) + event.count
+                tally.add(kind, event)
         if events[-1].at >= self._next_flush:
             self._flush_now(events[-1].at)
 

@@ -17,28 +17,22 @@ import pytest
 
 from calmq import App, JobState, Settings
 from tests.freezing import freeze_between_writes
-from tests.jobs import lines, make_app
-from tests.redis_server import RedisServer, unique_prefix
+from tests.jobs import lines
+from tests.store_fixtures import settings_for
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(params=["redis", "sqlite-file"])
-def settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    if request.param == "redis":
-        server: RedisServer = request.getfixturevalue("redis_server")
-        return Settings(url=server.url, key_prefix=unique_prefix(request.node.name))
-    return Settings(url=f"sqlite:///{tmp_path}/calmq.sqlite3")
+@pytest.fixture(params=["redis", "sqlite-file"])  # stores other processes can share
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
+    """conftest's ``app`` then runs on these stores only."""
+    return settings_for(request, tmp_path)
 
 
 @pytest.fixture
-def app(settings: Settings) -> Iterator[App]:
-    application = make_app(settings)
-    try:
-        yield application
-    finally:
-        application.close()
+def settings(store_settings: Settings) -> Settings:
+    return store_settings
 
 
 class WorkerProcess:

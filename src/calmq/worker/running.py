@@ -149,10 +149,8 @@ class RunningJobs:
         self._running[job_id] = entry
         if entry.early is not None:
             self._finish(job_id, entry.early)
-        elif entry.timeout is not None:
-            entry.timer = self._loop.call_later(
-                entry.timeout, self._sync_timed_out, entry, entry.timeout
-            )
+        else:
+            self._arm_timeout(entry, entry.timeout)
         return True
 
     async def _run_async(self, entry: Running, task: Task[Any, Any], env: Envelope) -> None:
@@ -167,10 +165,13 @@ class RunningJobs:
                 self._solo_scheduled = True
                 self._loop.call_soon(self._run_solo_slice)
             return
-        timeout = self.executor.timeout_of(task, envelope)
+        self._arm_timeout(entry, self.executor.timeout_of(task, envelope))
+        self.lane.submit(entry, _in_context(entry.context, self.executor.sync_work(task, envelope)))
+
+    def _arm_timeout(self, entry: Running, timeout: float | None) -> None:
+        """A sync job on the lane: fail it (and abandon its thread) after ``timeout``."""
         if timeout is not None:
             entry.timer = self._loop.call_later(timeout, self._sync_timed_out, entry, timeout)
-        self.lane.submit(entry, _in_context(entry.context, self.executor.sync_work(task, envelope)))
 
     def _run_solo_slice(self) -> None:
         """Run waiting solo jobs one after another for up to SOLO_SLICE seconds, then give

@@ -323,13 +323,12 @@ class Worker:
             self.inflight.add(job)
         if self.events.wants(EventKind.CLAIMED):
             for job in claimed:
-                wait = max(0, job.claimed_at_ms - job.ready_at_ms)
-                self._emit(EventKind.CLAIMED, job, wait_ms=float(wait))
+                self._emit(EventKind.CLAIMED, job)
         self.jobs.start(claimed)
 
     def _on_outcome(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
         """Every finished job comes here once: acknowledge it or record the failure."""
-        self.stats.sample(max(0, job.claimed_at_ms - job.ready_at_ms), run_ms)
+        self.stats.sample(job.wait_ms, run_ms)
         if outcome.kind is OutcomeKind.SUCCEEDED:
             self.acker.add(job, run_ms)
         else:
@@ -400,10 +399,8 @@ class Worker:
             if not ok:
                 self._not_acked(job, ok, run_ms)
             elif wanted:
-                wait = job.claimed_at_ms - job.ready_at_ms
-                succeeded.append(Event(kind, job.queue, job.task, job.id,
-                                       job.attempt, job.max_attempts,
-                                       float(wait) if wait > 0 else 0.0, run_ms))  # fmt: skip
+                succeeded.append(Event(kind, job.queue, job.task, job.id, job.attempt,
+                                       job.max_attempts, float(job.wait_ms), run_ms))  # fmt: skip
         self.stats.succeeded += acked.count(True)
         if succeeded:
             self.events.emit_many(kind, succeeded)
@@ -438,10 +435,9 @@ class Worker:
         loop.call_soon_threadsafe(self._leases_lost, ids, cancelled)
 
     def _emit(self, kind: EventKind, job: ClaimedJob, **fields: Any) -> None:
-        if "wait_ms" not in fields:  # every event of a job carries its wait (logs, metrics)
-            fields["wait_ms"] = float(max(0, job.claimed_at_ms - job.ready_at_ms))
+        # Every event of a job carries its wait (logs, metrics).
         self.events.emit(Event(kind, job.queue, job.task, job.id, job.attempt, job.max_attempts,
-                               **fields))  # fmt: skip
+                               float(job.wait_ms), **fields))  # fmt: skip
 
     # --- slots and I/O -----------------------------------------------------------------
     async def _free_slots_worth_a_claim(self) -> int:
