@@ -634,9 +634,25 @@ def test_enqueue_is_idempotent_and_records_server_time(
     redis_store.complete(Q, [claimed[0].lease])
     done = redis_store.enqueue([job("a")])[0]
     assert (done.created, done.state) == (False, JobState.SUCCEEDED)
-    # Kept for completed_ttl (60 s) without payload, then gone.
+    # Kept for completed_ttl (60 s) without payload (emptied: reads as none), then gone.
     assert 0 < raw.pttl(queue_keys(key_prefix, Q).job("a")) <= 60_000
-    assert b"payload" not in raw.hgetall(queue_keys(key_prefix, Q).job("a"))
+    assert raw.hget(queue_keys(key_prefix, Q).job("a"), "payload") == b""
+    assert redis_store.get_job(Q, "a").payload == b""  # type: ignore[union-attr]
+
+
+def test_a_retried_job_that_succeeds_keeps_no_error_or_traceback(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    redis_store.enqueue([job("r")])
+    first = redis_store.claim(Q, limit=1, lease_ms=10_000).jobs[0]
+    redis_store.fail(Q, first.lease, error="boom", traceback="Traceback ...", retry_in_ms=0)
+    again = redis_store.claim(Q, limit=1, lease_ms=10_000).jobs[0]
+    assert again.attempt == 2
+    assert redis_store.complete(Q, [again.lease]) == [True]
+    fields = raw.hgetall(queue_keys(key_prefix, Q).job("r"))
+    assert fields[b"state"] == b"succeeded"
+    assert b"error" not in fields and b"tb" not in fields
+    assert fields[b"payload"] == b""
 
 
 def test_completed_ttl_zero_deletes_the_record(redis_server: RedisServer, key_prefix: str) -> None:

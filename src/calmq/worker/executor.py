@@ -157,6 +157,9 @@ def timed_out(timeout: float | None) -> Outcome:
 def failure(exc: BaseException) -> Outcome:
     """A FAILED outcome carrying the exception's type, message and traceback; ``Retry``
     carries the delay the job asked for."""
+    # Free the job's locals first: through its frames the traceback still holds whatever
+    # the job allocated (all of it, after a MemoryError), and formatting needs memory.
+    tb_module.clear_frames(exc.__traceback__)
     if isinstance(exc, Retry):
         return Outcome(OutcomeKind.FAILED, error=f"Retry: {exc.reason}", retry_delay=exc.delay)
     error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

@@ -4,7 +4,10 @@
 -- Due scheduled jobs are promoted first (bounded). A ready member whose job hash is missing
 -- or corrupt (no state or payload) is dead-lettered with a reason and skipped, so one bad
 -- record never blocks the queue. Each claimed job gets a fresh fencing token, attempt + 1
--- and a lease deadline. If ready jobs remain, the wake list is refilled so the next idle
+-- and a lease deadline. Tokens are reserved a block per pass (one INCRBY, not one INCR per
+-- job) and the leases written with one ZADD at the end: per-job redis.call()s are most of a
+-- claim's server time. A token reserved for a record found corrupt is never used; tokens
+-- need only be unique and increasing. If ready jobs remain, the wake list is refilled so the next idle
 -- worker wakes too (chained wake-ups).
 -- Lanes: with no lane the claim is the plain ZPOPMIN. Otherwise each pass takes one plain
 -- job and the head of each of the first `lane_scan` lanes (turn order) that its limits
@@ -120,6 +123,23 @@ end
 local out = {now, next_due(), deadline}
 local claimed = 0
 
+local token_next, token_last = 1, 0
+local function reserve_tokens(n)
+  token_last = redis.call('INCRBY', token_key, n)
+  token_next = token_last - n + 1
+end
+
+-- (deadline, id) pairs for the one ZADD into leases at the end.
+local lease_pairs = {}
+local function write_leases()
+  local from = 1
+  while from <= #lease_pairs do
+    local to = math.min(from + 1999, #lease_pairs)  -- within Lua's unpack limit
+    redis.call('ZADD', leases, unpack(lease_pairs, from, to))
+    from = to + 1
+  end
+end
+
 -- Lease one job taken out of ready or its lane; returns its token, or nil after
 -- dead-lettering a missing or corrupt record.
 local function deliver(id, ck)
@@ -135,10 +155,13 @@ local function deliver(id, ck)
     end
     return nil
   end
-  local token = redis.call('INCR', token_key)
+  if token_next > token_last then reserve_tokens(1) end
+  local token = token_next
+  token_next = token + 1
   local attempt = (tonumber(f[5]) or 0) + 1
   redis.call('HSET', jk, 'state', 'running', 'token', token, 'attempt', attempt)
-  redis.call('ZADD', leases, deadline, id)
+  lease_pairs[#lease_pairs + 1] = deadline
+  lease_pairs[#lease_pairs + 1] = id
   if ck and ck ~= '' then redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id) end
   out[#out + 1] = id
   out[#out + 1] = f[3] or ''
@@ -156,6 +179,7 @@ end
 
 local function pop_plain(n)
   local popped = redis.call('ZPOPMIN', ready, n)
+  if #popped > 2 then reserve_tokens(#popped / 2) end
   for i = 1, #popped, 2 do deliver(popped[i], nil) end
   return #popped / 2
 end
@@ -229,6 +253,7 @@ else
   more = claimed >= limit and #active > 0
 end
 
+write_leases()
 if reopen and (out[2] == '' or reopen < tonumber(out[2])) then out[2] = reopen end
 if (more or redis.call('ZCARD', ready) > 0) and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
