@@ -11,7 +11,7 @@ import concurrent.futures
 import inspect
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
 from calmq.alerts import EnqueueWatch
@@ -27,6 +27,7 @@ from calmq.job import (
     CancelOutcome,
     DuplicatePolicy,
     EnqueueOutcome,
+    EnqueueResult,
     JobState,
     NewJob,
     QueueConfig,
@@ -63,9 +64,16 @@ from calmq.task import (
 P = ParamSpec("P")
 R = TypeVar("R")
 
-#: Jobs per store call in ``enqueue_many``: one round trip each, and short enough that a
-#: Redis script never runs long enough to stall other clients.
+#: Jobs per store call in ``enqueue_many``: one round trip each.
 ENQUEUE_BATCH = 1000
+#: Jobs per chunk of a store call (one Redis script each, short enough never to stall other
+#: clients): the store works on one chunk while the next is built. Measured on 1,000-job
+#: calls: 125 to 250 alike, 1.3x one 1,000-job script; 334 and 500 overlap less.
+ENQUEUE_CHUNK = 200
+
+#: A call that passed every check: job id (None: make one), payload, priority, delay_ms,
+#: run_at_ms, control fields (None: a plain job).
+_Checked = tuple[str | None, bytes, int, int, int | None, dict[str, Any] | None]
 
 
 class App:
@@ -200,27 +208,70 @@ class App:
         if not calls:
             return []
         plan = task.plan(options)  # options resolved and validated once per call
-        new_jobs = [self._new_job(task, call, options, plan) for call in calls]
-        if options.job_id is not None and len(new_jobs) > 1:
-            raise ConfigurationError("job_id applies to one job; use Call(job_id=...) per job")
-        if self.eager:
-            return [self._run_eagerly(task, new_job) for new_job in new_jobs]
-        jobs: list[Job] = []
-        for start in range(0, len(new_jobs), ENQUEUE_BATCH):
-            batch = new_jobs[start : start + ENQUEUE_BATCH]
+        if len(calls) == 1:  # one by one: the shortest path, on the store's lean enqueue
+            new_jobs = [self._new_job(task, calls[0], options, plan)]
+            if self.eager:
+                return [self._run_eagerly(task, new_jobs[0])]
             started = time.perf_counter()
-            results = self.store.enqueue(batch)
-            done = [
-                Job.from_result(self, nj.queue, task.name, r)
-                for nj, r in zip(batch, results, strict=True)
-            ]
-            call_ms = (time.perf_counter() - started) * 1000
-            self._enqueue_watch.record(batch[0].queue, call_ms)
-            if self.events.wants(EventKind.ENQUEUED) or self.events.wants(EventKind.THROTTLED):
-                self._emit_enqueued(done, call_ms)
-            jobs.extend(done)
+            results = self.store.enqueue(new_jobs)
+            jobs = [Job.from_result(self, plan.queue, task.name, results[0])]
+            self._enqueued(plan.queue, jobs, started)
+        else:
+            checked = [self._check_call(task, call, options, plan) for call in calls]
+            if options.job_id is not None:
+                raise ConfigurationError("job_id applies to one job; use Call(job_id=...) per job")
+            if self.eager:
+                return [self._run_eagerly(task, self._build(task, plan, c)) for c in checked]
+            new_jobs, jobs = [], []
+            for start in range(0, len(checked), ENQUEUE_BATCH):
+                # Built lazily, chunk by chunk: the store runs chunk k while chunk k+1 is
+                # built (everything that can fail was checked above, before any store call).
+                end = min(start + ENQUEUE_BATCH, len(checked))
+                chunks = (
+                    [self._build(task, plan, c) for c in checked[at : min(at + ENQUEUE_CHUNK, end)]]
+                    for at in range(start, end, ENQUEUE_CHUNK)
+                )
+                jobs += self._store_chunks(task, plan.queue, chunks, new_jobs)
         _raise_refusals(new_jobs, jobs)
         return jobs
+
+    def _store_chunks(
+        self,
+        task: Task[Any, Any],
+        queue: str,
+        chunks: Iterable[list[NewJob]],
+        new_jobs: list[NewJob],
+    ) -> list[Job]:
+        """One store call (one round trip) for ``chunks``: the jobs stored, in order (their
+        ``NewJob`` appended to ``new_jobs``), with events even when a later chunk failed."""
+        done: list[Job] = []
+
+        def stored(chunk: Sequence[NewJob], results: list[EnqueueResult]) -> None:
+            # Runs while the store still works on the next chunks: keep it cheap, no hooks.
+            done.extend([Job.from_result(self, queue, task.name, r) for r in results])
+            new_jobs.extend(chunk)
+
+        started = time.perf_counter()
+        try:
+            self.store.enqueue_chunks(chunks, stored)
+        except BaseException:
+            self._enqueued(queue, done, started, failed=True)
+            raise
+        self._enqueued(queue, done, started)
+        return done
+
+    def _enqueued(
+        self, queue: str, jobs: list[Job], started: float, *, failed: bool = False
+    ) -> None:
+        """After a store call: its latency to the watch (unless it failed), and the events
+        of the jobs it stored, with the call's duration."""
+        call_ms = (time.perf_counter() - started) * 1000
+        if not failed:
+            self._enqueue_watch.record(queue, call_ms)
+        if jobs and (
+            self.events.wants(EventKind.ENQUEUED) or self.events.wants(EventKind.THROTTLED)
+        ):
+            self._emit_enqueued(jobs, call_ms)
 
     def _emit_enqueued(self, jobs: list[Job], call_ms: float) -> None:
         """ENQUEUED (with the store call's duration), DUPLICATE or THROTTLED per job."""
@@ -245,6 +296,13 @@ class App:
     def _new_job(
         self, task: Task[Any, Any], call: Call, options: CallOptions, plan: EnqueuePlan
     ) -> NewJob:
+        return self._build(task, plan, self._check_call(task, call, options, plan))
+
+    def _check_call(
+        self, task: Task[Any, Any], call: Call, options: CallOptions, plan: EnqueuePlan
+    ) -> _Checked:
+        """Everything about one call that can fail: priority, payload and its size, run
+        time, job id, controls. What is left (:meth:`_build`) cannot fail."""
         priority = plan.priority
         if call.priority is not None:
             check_priority(call.priority)
@@ -261,16 +319,26 @@ class App:
         if call.delay:  # a per-job delay (0 or None: the call's)
             delay_ms, run_at_ms = run_time(call.delay, options.at)
         job_id = call.job_id or options.job_id or None
-        if job_id is None:
-            job_id = new_job_id()  # well-formed by construction
-        elif not 0 < len(job_id) <= 200 or "{" in job_id or "}" in job_id or job_id.isspace():
+        if job_id is not None and (
+            not 0 < len(job_id) <= 200 or "{" in job_id or "}" in job_id or job_id.isspace()
+        ):
             raise ConfigurationError(f"bad job id {job_id!r}: 1-200 characters, no braces")
         if plan.controls is None:  # the plain, fast path: no binding, no keys
-            return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
-                          delay_ms, run_at_ms)  # fmt: skip
+            return job_id, payload, priority, delay_ms, run_at_ms, None
         fields = plan.controls.fields(
             call.args, call.kwargs, lambda: task.bind(call.args, call.kwargs)
         )
+        return job_id, payload, priority, delay_ms, run_at_ms, fields
+
+    @staticmethod
+    def _build(task: Task[Any, Any], plan: EnqueuePlan, checked: _Checked) -> NewJob:
+        """The job of a checked call; a new id (well-formed by construction) if it has none."""
+        job_id, payload, priority, delay_ms, run_at_ms, fields = checked
+        if job_id is None:
+            job_id = new_job_id()
+        if fields is None:
+            return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
+                          delay_ms, run_at_ms)  # fmt: skip
         return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
                       delay_ms, run_at_ms, **fields)  # fmt: skip
 

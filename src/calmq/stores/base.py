@@ -24,7 +24,7 @@ Rules every implementation follows:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol, runtime_checkable
 
 from calmq.job import (
@@ -68,6 +68,15 @@ class Store(Protocol):
         delay); the throttle of its key (over it: not stored); the queue's bound on ready
         jobs (reject, or dead-letter the oldest ready job). None of them raises.
         """
+        ...
+
+    def enqueue_chunks(self, chunks: Iterable[Sequence[NewJob]], stored: OnStored) -> None:
+        """``enqueue`` each chunk, calling ``stored(chunk, results)`` per applied chunk, in
+        order. A store may take chunk k+1 from ``chunks`` before chunk k is applied, so a
+        caller that builds chunks lazily overlaps its work with the store's; building them
+        must not fail. Each chunk is applied atomically (maybe together with others). When
+        one fails, chunks sent along with it still apply or fail on their own (applied ones
+        are reported), and the first error is raised."""
         ...
 
     # --- workers -------------------------------------------------------------------
@@ -211,3 +220,21 @@ class Store(Protocol):
     def close(self) -> None:
         """Release connections and files. Idempotent."""
         ...
+
+
+OnStored = Callable[[Sequence[NewJob], list[EnqueueResult]], object]
+
+
+def enqueue_in_one_call(
+    enqueue: Callable[[Sequence[NewJob]], list[EnqueueResult]],
+    chunks: Iterable[Sequence[NewJob]],
+    stored: OnStored,
+) -> None:
+    """``enqueue_chunks`` for a store (or a path of one) that gains nothing from overlap:
+    every chunk in one ``enqueue`` call, then ``stored`` per chunk, in order."""
+    taken = list(chunks)
+    results = enqueue([job for chunk in taken for job in chunk])
+    at = 0
+    for chunk in taken:
+        stored(chunk, results[at : at + len(chunk)])
+        at += len(chunk)

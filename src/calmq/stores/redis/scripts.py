@@ -18,6 +18,8 @@ NOSCRIPT reply means the script did not run at all.
 it takes a connection from the store's bounded pool itself, sends the packed EVALSHA and
 reads the reply, skipping redis-py's generic command machinery (per-call retry wrapper,
 observability hooks, argument re-encoding), which cost more than the script itself.
+:meth:`Scripts.run_pipelined` does the same for several calls of one script in one round
+trip, each written as soon as the caller has built it (bulk enqueue).
 """
 
 from __future__ import annotations
@@ -164,6 +166,55 @@ class Scripts:
         finally:
             give_back(pool, conn, shortcut=shortcut)
 
+    def run_pipelined(
+        self,
+        pool: ConnectionPool,
+        name: str,
+        calls: Iterable[tuple[Sequence[str], Sequence[Arg]]],
+        reply: Callable[[int, Any], object],
+    ) -> None:
+        """:meth:`run_pooled` for several calls, pipelined on one connection: each call is
+        written as soon as ``calls`` yields it (a lazy iterable overlaps its own work with the
+        server's), and the replies are read once all are sent. ``reply(i, value)`` gets each
+        call's reply in order, or the ``ResponseError`` it answered with (the other calls
+        ran regardless). Calls answered NOSCRIPT did not run: they are sent again after
+        ``SCRIPT LOAD``. A connection or timeout error, or an exception from ``calls`` or
+        ``reply``, leaves the connection disconnected (replies may still be in flight)."""
+        script = self._scripts[name]
+        conn, shortcut = take_connection(pool)
+        sent: list[tuple[Sequence[str], Sequence[Arg]]] = []
+        unread = 0
+        try:
+            for keys, args in calls:
+                self._check_keys(name, keys)
+                # One health check per round trip, before anything is in flight: a PING
+                # later on would read a script's reply as its own.
+                _send_evalsha(conn, script.sha, keys, args, check_health=not sent)
+                sent.append((keys, args))
+                unread += 1
+            held: dict[int, Any] = {}  # replies after the first NOSCRIPT, kept in order
+            for i in range(len(sent)):
+                value = _read(conn)
+                unread -= 1
+                if held or isinstance(value, NoScriptError):
+                    held[i] = value
+                else:
+                    reply(i, value)
+            if not held:
+                return
+            conn.send_command("SCRIPT", "LOAD", script.script)
+            sha = conn.read_response()
+            script.sha = sha.decode() if isinstance(sha, bytes) else sha
+            for i, value in held.items():  # rare: one round trip per call to redo
+                if isinstance(value, NoScriptError):
+                    _send_evalsha(conn, script.sha, *sent[i], check_health=False)
+                    value = _read(conn)
+                reply(i, value)
+        finally:
+            if unread:
+                conn.disconnect()
+            give_back(pool, conn, shortcut=shortcut)
+
     def run_many(
         self,
         calls: Sequence[tuple[str, Sequence[str], Sequence[Arg]]],
@@ -203,11 +254,26 @@ class Scripts:
 
 def _evalsha(conn: Any, sha: str, keys: Sequence[str], args: Sequence[Arg]) -> Any:
     """One EVALSHA on ``conn``: pack, send, read the reply (a ResponseError is raised)."""
+    _send_evalsha(conn, sha, keys, args, check_health=True)
+    return conn.read_response()
+
+
+def _send_evalsha(
+    conn: Any, sha: str, keys: Sequence[str], args: Sequence[Arg], *, check_health: bool
+) -> None:
     command = ("EVALSHA", sha, len(keys), *keys, *args)
     pack: Any = hiredis.pack_command  # its stub types the tuple as one element long
     try:
         packed = pack(command)
     except TypeError as exc:  # what redis-py raises for an argument it cannot encode
         raise DataError(str(exc)) from exc
-    conn.send_packed_command((packed,))  # a sequence of buffers
-    return conn.read_response()
+    conn.send_packed_command((packed,), check_health=check_health)  # a sequence of buffers
+
+
+def _read(conn: Any) -> Any:
+    """The next reply on ``conn``, an error reply as its ``ResponseError`` (it was read in
+    full, so the replies after it are still in step)."""
+    try:
+        return conn.read_response()
+    except ResponseError as exc:
+        return exc

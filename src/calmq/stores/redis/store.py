@@ -14,15 +14,17 @@ blocks on its own connections, never on the producers' pool.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
 from redis.exceptions import (
     RedisClusterException,
     RedisError,
+    ResponseError,
 )
 
 from calmq.errors import CalmqError, QueueUnavailable, StoreError
@@ -45,7 +47,7 @@ from calmq.job import (
 )
 from calmq.settings import Settings
 from calmq.stores import redact_url
-from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS
+from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, OnStored, enqueue_in_one_call
 from calmq.stores.redis import browse, registry
 from calmq.stores.redis.connection import open_connection
 from calmq.stores.redis.keys import (
@@ -207,6 +209,52 @@ class RedisStore:
         finally:
             self._in_use -= 1
         return enqueue_results(jobs, reply)
+
+    def enqueue_chunks(self, chunks: Iterable[Sequence[NewJob]], stored: OnStored) -> None:
+        """``enqueue`` for each chunk, one round trip in all. On the lean path (one server,
+        every chunk of one queue this store has seen) each chunk is its own EVALSHA, written
+        as soon as ``chunks`` yields it, so the caller builds chunk k+1 while Redis runs chunk
+        k. Elsewhere (a cluster, a new queue, several queues) the chunks go through
+        ``enqueue`` together, as one batch."""
+        it = iter(chunks)
+        first = next(it, None)
+        if first is None:
+            return
+        queue = first[0].queue if first else ""
+        if self._pool is None or queue not in self._known_queues:
+            enqueue_in_one_call(self.enqueue, [first, *it], stored)
+            return
+        keys = self._queue(queue).for_script("enqueue")
+        sent: list[Sequence[NewJob]] = []
+        rest: list[Sequence[NewJob]] = []  # from a chunk not all of `queue` on: sent after
+
+        def calls() -> Iterator[tuple[Sequence[str], Sequence[Arg]]]:
+            for chunk in itertools.chain((first,), it):
+                if rest or not chunk or any(job.queue != queue for job in chunk):
+                    rest.append(chunk)
+                    continue
+                sent.append(chunk)
+                yield keys, enqueue_args(chunk)
+
+        failed: list[ResponseError] = []
+
+        def reply(i: int, value: Any) -> None:
+            if isinstance(value, ResponseError):
+                failed.append(value)  # that chunk changed nothing; the others stand
+            else:
+                stored(sent[i], enqueue_results(sent[i], value))
+
+        self._in_use += 1
+        try:
+            self._scripts.run_pipelined(self._pool, "enqueue", calls(), reply)
+            if failed:
+                raise failed[0]
+        except (RedisError, RedisClusterException) as exc:
+            raise self._translate(exc) from exc
+        finally:
+            self._in_use -= 1
+        if rest:
+            enqueue_in_one_call(self.enqueue, rest, stored)
 
     # --- workers ---------------------------------------------------------------------
     def claim(self, queue: str, *, limit: int, lease_ms: int) -> ClaimResult:

@@ -89,14 +89,21 @@ local function run_time(b, now)
   return now
 end
 
+-- A number as the text Redis stores for it. Redis formats each Lua number argument of a
+-- call ('%.17g'); formatting once and reusing the text (now for every job, a job's seq for
+-- its hash and its ready score) saves about a tenth of the bulk path's server time.
+local function num_text(n) return string.format('%.17g', n) end
+
 -- Write the hash of a new job from its fields at ARGV[b] (numbers kept as the text that
--- arrived) with the given seq; returns its state: 'scheduled' when it runs later, else 'ready'.
-local function store_job(jk, b, seq, now, run_at)
-  local state = 'ready'
+-- arrived) with the given seq (text); `now_s` is num_text(now). Returns its state:
+-- 'scheduled' when it runs later, else 'ready'.
+local function store_job(jk, b, seq_s, now, now_s, run_at)
+  local state, run_at_s = 'ready', now_s
+  if run_at ~= now then run_at_s = num_text(run_at) end
   if run_at > now then state = 'scheduled' end
   redis.call('HSET', jk, 'id', ARGV[b], 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
     'state', state, 'priority', ARGV[b + 3], 'attempt', '0', 'max_attempts', ARGV[b + 4],
-    'token', '', 'seq', seq, 'enq', now, 'run_at', run_at, 'v', version)
+    'token', '', 'seq', seq_s, 'enq', now_s, 'run_at', run_at_s, 'v', version)
   return state
 end
 
@@ -153,16 +160,25 @@ local function enqueue_plain()
   local seq = 0
   if fresh > 0 then seq = checked('INCRBY', seq_key, 'string', fresh) - fresh end
   local now = now_ms()
+  local now_s = num_text(now)
   local made, ready_members, later_members, states, created, count = {}, {}, {}, {}, {}, 0
   for k, b in ipairs(starts) do
     local id = ARGV[b]
     local state = prior[k] or made[id]
     if not state then
-      local run_at = run_time(b, now)
+      local run_at = now
+      if later then run_at = run_time(b, now) end
       seq = seq + 1
-      state = store_job(jks[k], b, seq, now, run_at)
+      local seq_s = num_text(seq)
+      state = store_job(jks[k], b, seq_s, now, now_s, run_at)
       if state == 'ready' then
-        ready_members[#ready_members + 1] = -tonumber(ARGV[b + 3]) * 1e12 + seq
+        local priority = ARGV[b + 3]
+        -- The score of priority 0 is the seq: its text is at hand.
+        if priority == '0' then
+          ready_members[#ready_members + 1] = seq_s
+        else
+          ready_members[#ready_members + 1] = -tonumber(priority) * 1e12 + seq
+        end
         ready_members[#ready_members + 1] = id
       else
         later_members[#later_members + 1] = run_at
@@ -218,7 +234,7 @@ local function enqueue_one(j)
   local seq = checked('INCRBY', seq_key, 'string', 1)
   local now = now_ms()
   local run_at = run_time(2, now)
-  local state = store_job(jk, 2, seq, now, run_at)
+  local state = store_job(jk, 2, num_text(seq), now, num_text(now), run_at)
   if j then
     redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
       'cl', j.cl, 'uk', j.uk)
@@ -281,6 +297,7 @@ for _, b in ipairs(starts) do
 end
 
 local now = now_ms()
+local now_s = num_text(now)
 -- One INCRBY for the batch; a duplicate id inside the batch just leaves a gap in seq.
 local seq = 0
 if fresh > 0 then seq = redis.call('INCRBY', seq_key, fresh) - fresh end
@@ -404,7 +421,7 @@ for _, b in ipairs(starts) do
   if not result then
     seq = seq + 1
     local priority = tonumber(ARGV[b + 3])
-    local state = store_job(jk, b, seq, now, run_at)
+    local state = store_job(jk, b, num_text(seq), now, now_s, run_at)
     if j then
       redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
         'cl', j.cl, 'uk', j.uk)
