@@ -89,7 +89,5 @@ class Acker:
             else:
                 acked = [None] * len(jobs)  # unknown: the store did not answer
             self.calls += 1
-            remove = self.inflight.remove
-            for job, _ in jobs:
-                remove(job.id)
+            self.inflight.remove(*[job.id for job, _ in jobs])
             self.on_acked(jobs, acked)  # the whole batch: its events go out in one call

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import enum
+import functools
 import signal
 import threading
 import traceback as tb_module
@@ -92,15 +93,7 @@ class Executor:
     @staticmethod
     def sync_work(task: Task[Any, Any], envelope: Envelope) -> Callable[[], Outcome]:
         """A callable that runs a sync job on the calling (lane) thread."""
-
-        def work() -> Outcome:
-            try:
-                task.fn(*envelope.a, **envelope.k)
-            except Exception as exc:
-                return failure(exc)
-            return SUCCEEDED
-
-        return work
+        return functools.partial(call_sync, task, envelope)
 
     def run_solo(self, task: Task[Any, Any], envelope: Envelope) -> Outcome:
         """Run a sync job right here, on the loop's thread (the ``solo`` pool).
@@ -111,7 +104,7 @@ class Executor:
         """
         timeout = self.timeout_of(task, envelope)
         if timeout is None or threading.current_thread() is not threading.main_thread():
-            return self.sync_work(task, envelope)()
+            return call_sync(task, envelope)
         previous = signal.signal(signal.SIGALRM, _raise_solo_timeout)
         try:
             signal.setitimer(signal.ITIMER_REAL, timeout)
@@ -143,6 +136,15 @@ class _SoloTimeout(BaseException):
 
 def _raise_solo_timeout(signum: int, frame: object) -> None:
     raise _SoloTimeout
+
+
+def call_sync(task: Task[Any, Any], envelope: Envelope) -> Outcome:
+    """Run a sync job right here; its exception becomes a FAILED outcome."""
+    try:
+        task.fn(*envelope.a, **envelope.k)
+    except Exception as exc:
+        return failure(exc)
+    return SUCCEEDED
 
 
 def timed_out(timeout: float | None) -> Outcome:

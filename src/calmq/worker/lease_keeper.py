@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from calmq.errors import CalmqError
 from calmq.job import ClaimedJob, JobState, Lease
@@ -26,13 +26,16 @@ class InFlight:
         self._jobs: dict[str, ClaimedJob] = {}
         self._lock = threading.Lock()
 
-    def add(self, job: ClaimedJob) -> None:
+    def add(self, jobs: Iterable[ClaimedJob]) -> None:
+        """Hold the leases of a claimed batch (one lock for the batch)."""
         with self._lock:
-            self._jobs[job.id] = job
+            self._jobs.update((job.id, job) for job in jobs)
 
-    def remove(self, job_id: str) -> None:
+    def remove(self, *job_ids: str) -> None:
         with self._lock:
-            self._jobs.pop(job_id, None)
+            pop = self._jobs.pop
+            for job_id in job_ids:
+                pop(job_id, None)
 
     def __len__(self) -> int:
         return len(self._jobs)
