@@ -14,6 +14,8 @@ ROUNDS="${ROUNDS:-2}"
 FLOOR="${FLOOR:-/work/shared/bench/floor/floor_noop.py}"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
+# Bytecode for the editable install (a pip install has it; PYTHONDONTWRITEBYTECODE may be set).
+"$PY" -m compileall -q "$REPO/src/calmq"
 for round in $(seq "$ROUNDS"); do
   line="$(timeout 120 "$PY" "$FLOOR" --port "$PORT")"
   echo "{\"round\": $round, \"bench\": \"floor_noop\", \"load1\": $(cut -d' ' -f1 /proc/loadavg), \"out\": \"$line\"}"

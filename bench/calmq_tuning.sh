@@ -18,6 +18,8 @@ ADAPTERS="${ADAPTERS:-peer_calmq}"
 FLAGS="${FLAGS:---pool solo --concurrency 64 --processes 2|--pool solo --concurrency 64|--pool threads --concurrency 32 --processes 2}"
 export PEERS_ADAPTER_PATH="$HERE/peers"
 IFS='|' read -r -a CANDIDATES <<< "$FLAGS"
+# Bytecode for the editable install, as run_peers.sh does (a pip install has it).
+/tmp/peers/venv-calmq/bin/python -m compileall -q "$HERE/../src/calmq" "$HERE/peers"
 for round in $(seq "$ROUNDS"); do
   for adapter in $ADAPTERS; do
     for flags in "${CANDIDATES[@]}"; do

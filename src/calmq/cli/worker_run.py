@@ -6,6 +6,7 @@ metrics endpoint, the multiprocess metrics folder, how the process ends) read in
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import shutil
@@ -73,6 +74,9 @@ def run_supervised(app_path: str, config: WorkerConfig, child_args: Sequence[str
             # Imported once, here (after PROMETHEUS_MULTIPROC_DIR is set: prometheus-client
             # picks its mode at import); each child's load_app finds it loaded.
             load_app(app_path)
+            # What is loaded now lives as long as the process: kept out of the collector,
+            # the children's collections never touch (and so never copy) those pages.
+            gc.freeze()
             start_child = lambda: fork_child(  # noqa: E731
                 lambda: run_single(app_path, config, metrics_port=None)
             )
