@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import weakref
+from collections.abc import Iterator
 
 from calmq.errors import Retry
 from calmq.worker.executor import OutcomeKind, failure
@@ -46,3 +48,63 @@ def test_retry_keeps_its_delay() -> None:
         outcome = failure(exc)
     assert outcome.retry_delay == 2.5
     assert outcome.error == "Retry: rate limited upstream"
+
+
+def test_failure_leaves_a_live_generator_that_raised_the_error_running() -> None:
+    """The error came from code that still runs (a connection's reader, say): recording the
+    job's failure must not close it."""
+
+    def source() -> Iterator[int]:
+        n = 0
+        while True:
+            try:
+                raise ConnectionError(f"read {n} failed")
+            except ConnectionError as exc:
+                caught.append(exc)
+            n += 1
+            yield n
+
+    caught: list[ConnectionError] = []
+    reader = source()
+    assert next(reader) == 1
+
+    def job() -> None:
+        raise caught[-1]
+
+    try:
+        job()
+    except ConnectionError as exc:
+        outcome = failure(exc)
+    assert outcome.error == "ConnectionError: read 0 failed"
+    assert next(reader) == 2  # still running
+
+
+async def test_failure_leaves_a_reader_task_that_set_the_error_running() -> None:
+    loop = asyncio.get_running_loop()
+    futures: asyncio.Queue[asyncio.Future[None]] = asyncio.Queue()
+    served = 0
+
+    async def reader() -> None:  # sets a fresh error on each future, like a client's reader
+        nonlocal served
+        while True:
+            future = await futures.get()
+            try:
+                raise ConnectionResetError("the server went away")
+            except ConnectionResetError as exc:
+                future.set_exception(exc)
+            served += 1
+
+    task = asyncio.create_task(reader())
+
+    async def job() -> None:
+        future: asyncio.Future[None] = loop.create_future()
+        await futures.put(future)
+        await asyncio.wait_for(future, 10)  # a closed reader never answers: fail, not hang
+
+    for _ in range(2):
+        try:
+            await job()
+        except ConnectionResetError as exc:
+            failure(exc)
+    assert served == 2 and not task.done()
+    task.cancel()

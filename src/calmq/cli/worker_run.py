@@ -75,7 +75,9 @@ def run_supervised(app_path: str, config: WorkerConfig, child_args: Sequence[str
             # picks its mode at import); each child's load_app finds it loaded.
             load_app(app_path)
             # What is loaded now lives as long as the process: kept out of the collector,
-            # the children's collections never touch (and so never copy) those pages.
+            # the children's collections never touch (and so never copy) those pages. The
+            # garbage left by imports is collected first, not frozen for good.
+            gc.collect()
             gc.freeze()
             start_child = lambda: fork_child(  # noqa: E731
                 lambda: run_single(app_path, config, metrics_port=None)

@@ -11,12 +11,15 @@ process should be restarted; the worker does that (see docs/operations.md).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
 import functools
+import inspect
 import signal
 import threading
 import traceback as tb_module
+import types
 from collections.abc import Callable
 from typing import Any
 
@@ -147,6 +150,26 @@ def call_sync(task: Task[Any, Any], envelope: Envelope) -> Outcome:
     return SUCCEEDED
 
 
+#: Frames that may belong to a live generator or coroutine: clearing one would close it.
+_SUSPENDABLE = inspect.CO_GENERATOR | inspect.CO_COROUTINE | inspect.CO_ASYNC_GENERATOR
+
+
+def _free_locals(tb: types.TracebackType | None) -> None:
+    """Drop the locals of the plain function frames of a traceback (what a job allocated:
+    all of it after a MemoryError) before it is formatted, which needs memory too.
+
+    Generator and coroutine frames are left alone: the exception may have come from one
+    that still runs (a connection's reader task that set it on a future), and clearing its
+    frame would close it. Frames still executing (ours) refuse to be cleared.
+    """
+    while tb is not None:
+        frame = tb.tb_frame
+        if not frame.f_code.co_flags & _SUSPENDABLE:
+            with contextlib.suppress(RuntimeError):
+                frame.clear()
+        tb = tb.tb_next
+
+
 def timed_out(timeout: float | None) -> Outcome:
     """The FAILED outcome of a job that ran past its timeout."""
     return Outcome(
@@ -159,9 +182,7 @@ def timed_out(timeout: float | None) -> Outcome:
 def failure(exc: BaseException) -> Outcome:
     """A FAILED outcome carrying the exception's type, message and traceback; ``Retry``
     carries the delay the job asked for."""
-    # Free the job's locals first: through its frames the traceback still holds whatever
-    # the job allocated (all of it, after a MemoryError), and formatting needs memory.
-    tb_module.clear_frames(exc.__traceback__)
+    _free_locals(exc.__traceback__)
     if isinstance(exc, Retry):
         return Outcome(OutcomeKind.FAILED, error=f"Retry: {exc.reason}", retry_delay=exc.delay)
     error = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]

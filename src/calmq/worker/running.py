@@ -197,8 +197,8 @@ class RunningJobs:
                     reset_current(token)
                 del running[job.id]
                 finished = True
-                now = clock()
-                on_outcome(job, outcome, (now - entry.started) * 1000.0)
+                on_outcome(job, outcome, (clock() - entry.started) * 1000.0)
+                now = clock()  # the next job's start: after this one's bookkeeping
         finally:  # even if a job raised past run_solo (SystemExit): the rest still run
             if finished:
                 self._changed.set()

@@ -178,8 +178,12 @@ class Scripts:
         server's), and the replies are read once all are sent. ``reply(i, value)`` gets each
         call's reply in order, or the ``ResponseError`` it answered with (the other calls
         ran regardless). Calls answered NOSCRIPT did not run: they are sent again after
-        ``SCRIPT LOAD``. A connection or timeout error, or an exception from ``calls`` or
-        ``reply``, leaves the connection disconnected (replies may still be in flight)."""
+        ``SCRIPT LOAD`` (so after a script-cache flush on the server, a later call of the
+        same batch may have run before an earlier one is redone). A connection or timeout
+        error, or an exception from ``calls`` or ``reply``, leaves the connection
+        disconnected (replies may still be in flight; calls already sent may have run
+        without being reported, which only an interrupt can cause: building and packing a
+        checked call cannot fail)."""
         script = self._scripts[name]
         conn, shortcut = take_connection(pool)
         sent: list[tuple[Sequence[str], Sequence[Arg]]] = []

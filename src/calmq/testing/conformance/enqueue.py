@@ -6,6 +6,8 @@ need its ``store`` and ``store_settings`` fixtures.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from calmq.job import (
     SCHEMA_VERSION,
     EnqueueOutcome,
@@ -42,6 +44,22 @@ class TestEnqueue:
 
     def test_empty_batch(self, store: Store) -> None:
         assert store.enqueue([]) == []
+
+    def test_chunks_reported_in_order_with_their_results(self, store: Store) -> None:
+        """``enqueue_chunks``: ``stored(chunk, results)`` once per chunk, in order, each job
+        stored once (a job already there is reported, not stored again)."""
+        chunks = [[make_job() for _ in range(n)] for n in (3, 1, 250)]
+        enqueue_one(store, chunks[1][0])
+        reported: list[tuple[Sequence[NewJob], list[EnqueueResult]]] = []
+        store.enqueue_chunks(iter(chunks), lambda chunk, results: reported.append((chunk, results)))
+        assert [list(chunk) for chunk, _ in reported] == chunks
+        results = [r for _, rs in reported for r in rs]
+        assert [r.id for r in results] == [job.id for chunk in chunks for job in chunk]
+        assert [r.created for r in results].count(False) == 1
+        ready = [job.id for job in claim_all(store, limit=1000)]
+        assert ready == [chunks[1][0].id] + [job.id for job in chunks[0] + chunks[2]]
+        store.enqueue_chunks(iter([]), lambda chunk, results: reported.append((chunk, results)))
+        assert len(reported) == 3
 
     def test_stores_the_job(self, store: Store) -> None:
         job = make_job(task="pkg.mod:fn", payload=b"\x00\xffbinary", priority=7, max_attempts=4)

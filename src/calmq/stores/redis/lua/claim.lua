@@ -5,10 +5,10 @@
 -- or corrupt (no state or payload) is dead-lettered with a reason and skipped, so one bad
 -- record never blocks the queue. Each claimed job gets a fresh fencing token, attempt + 1
 -- and a lease deadline. Tokens are reserved a block per pass (one INCRBY, not one INCR per
--- job) and the leases written with one ZADD at the end: per-job redis.call()s are most of a
--- claim's server time. A token reserved for a record found corrupt is never used; tokens
--- need only be unique and increasing. If ready jobs remain, the wake list is refilled so the next idle
--- worker wakes too (chained wake-ups).
+-- job) and the leases of a ZPOPMIN's jobs written with one ZADD: per-job redis.call()s are
+-- most of a claim's server time. A token reserved for a record found corrupt is never
+-- used; tokens need only be unique and increasing. If ready jobs remain, the wake list is
+-- refilled so the next idle worker wakes too (chained wake-ups).
 -- Lanes: with no lane the claim is the plain ZPOPMIN. Otherwise each pass takes one plain
 -- job and the head of each of the first `lane_scan` lanes (turn order) that its limits
 -- allow: a rate window ':rate:<key>' (ZSET "id:token" -> start ms, server clock) with
@@ -129,7 +129,8 @@ local function reserve_tokens(n)
   token_next = token_last - n + 1
 end
 
--- (deadline, id) pairs for the one ZADD into leases at the end.
+-- (deadline, id) pairs of jobs just delivered, written into leases with one ZADD before
+-- anything else can fail: a job marked running without a lease would never be rescued.
 local lease_pairs = {}
 local function write_leases()
   local from = 1
@@ -138,6 +139,7 @@ local function write_leases()
     redis.call('ZADD', leases, unpack(lease_pairs, from, to))
     from = to + 1
   end
+  lease_pairs = {}
 end
 
 -- Lease one job taken out of ready or its lane; returns its token, or nil after
@@ -162,7 +164,10 @@ local function deliver(id, ck)
   redis.call('HSET', jk, 'state', 'running', 'token', token, 'attempt', attempt)
   lease_pairs[#lease_pairs + 1] = deadline
   lease_pairs[#lease_pairs + 1] = id
-  if ck and ck ~= '' then redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id) end
+  if ck and ck ~= '' then
+    write_leases()
+    redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id)
+  end
   out[#out + 1] = id
   out[#out + 1] = f[3] or ''
   out[#out + 1] = f[2]
@@ -181,6 +186,7 @@ local function pop_plain(n)
   local popped = redis.call('ZPOPMIN', ready, n)
   if #popped > 2 then reserve_tokens(#popped / 2) end
   for i = 1, #popped, 2 do deliver(popped[i], nil) end
+  write_leases()
   return #popped / 2
 end
 
@@ -216,6 +222,7 @@ local function serve(lane)
   end
   redis.call('ZREM', lk, id)
   local token = deliver(id, ck)
+  write_leases()
   if token and rk ~= '' and rl and rp then
     redis.call('ZADD', rate_key, now, id .. ':' .. token)
     redis.call('PEXPIRE', rate_key, rp)
@@ -253,7 +260,6 @@ else
   more = claimed >= limit and #active > 0
 end
 
-write_leases()
 if reopen and (out[2] == '' or reopen < tonumber(out[2])) then out[2] = reopen end
 if (more or redis.call('ZCARD', ready) > 0) and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
