@@ -190,7 +190,7 @@ def test_per_call_options_are_validated_on_every_call_and_reused_plans_stay_righ
     bound = job.options(queue="q2", priority=7)
     assert job.plan(bound.call_options) is job.plan(bound.call_options)  # cached by identity
     plan = job.plan(bound.call_options)
-    assert (plan.queue, plan.priority, plan.max_attempts, plan.plain) == ("q2", 7, 4, True)
+    assert (plan.queue, plan.priority, plan.max_attempts, plan.controls) == ("q2", 7, 4, None)
     for _ in range(2):  # a cached plan never skips the per-call checks
         with pytest.raises(ConfigurationError, match="priority"):
             job.enqueue_many([Call((1,), priority=5000)])

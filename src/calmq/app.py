@@ -336,11 +336,8 @@ class App:
         job_id, payload, priority, delay_ms, run_at_ms, fields = checked
         if job_id is None:
             job_id = new_job_id()
-        if fields is None:
-            return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
-                          delay_ms, run_at_ms)  # fmt: skip
         return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
-                      delay_ms, run_at_ms, **fields)  # fmt: skip
+                      delay_ms, run_at_ms, **(fields or {}))  # fmt: skip
 
     # --- queue controls ------------------------------------------------------------
     def pause(self, queue: str) -> None:

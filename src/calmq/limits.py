@@ -2,8 +2,8 @@
 
 Records-and-policies layer: frozen, validated dataclasses and functions without I/O. A task
 carries them as defaults (``@app.task(unique=Unique(...))``) and a call may override them
-(``task.options(rate_limit=...)``); :func:`job_limits` turns them into the plain values a
-:class:`~calmq.job.NewJob` carries across the store seam, where the store enforces them
+(``task.options(rate_limit=...)``); :func:`compile_limits` turns them into the plain values
+a :class:`~calmq.job.NewJob` carries across the store seam, where the store enforces them
 atomically.
 
 Keys (unique, throttle, rate, concurrency, fairness) are computed from the call's arguments
@@ -185,24 +185,6 @@ class Limits:
 _NO_LIMITS = Limits()
 
 
-class JobLimits(msgspec.Struct, frozen=True):
-    """The computed fields of :class:`~calmq.job.NewJob` for one call."""
-
-    unique_key: str | None = None
-    unique_scope: UniqueScope = UniqueScope.QUEUED
-    unique_ttl_ms: int = 0
-    unique_policy: DuplicatePolicy = DuplicatePolicy.KEEP
-    throttle_key: str | None = None
-    throttle_limit: int = 0
-    throttle_period_ms: int = 0
-    rate_key: str | None = None
-    rate_limit: int = 0
-    rate_period_ms: int = 0
-    concurrency_key: str | None = None
-    concurrency_limit: int = 0
-    fairness_key: str | None = None
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class CallArguments:
     """The arguments of one call, as given and as bound to the task's parameter names."""
@@ -254,14 +236,6 @@ def arguments_key(task: str, args: Sequence[Any], kwargs: Mapping[str, Any]) -> 
     return "args:" + hashlib.sha256(canonical).hexdigest()[:32]
 
 
-def job_limits(limits: Limits, task: str, call: CallArguments) -> JobLimits:
-    """The NewJob fields for one call of ``task`` under ``limits``."""
-    if limits.empty:
-        return _NO_JOB_LIMITS
-    compiled = compile_limits(limits, task)
-    return JobLimits(**compiled.fields(call.args, call.kwargs, lambda: call.named))
-
-
 @dataclasses.dataclass(frozen=True, slots=True)
 class CompiledLimits:
     """``limits`` of one task resolved once per enqueue plan (not once per job): the NewJob
@@ -269,7 +243,7 @@ class CompiledLimits:
 
     Per job only the keys that depend on the arguments are computed (the default unique
     key: one hash; a per-task key: none), and the job is built once with its fields,
-    instead of a ``JobLimits`` record merged into a plain job: what a control adds to
+    instead of a record of them merged into a plain job: what a control adds to
     building a job fell from 7-9 µs to 0.5-2.5 µs (issue 5, bench VM).
     """
 
@@ -332,9 +306,6 @@ def compile_limits(limits: Limits, task: str) -> CompiledLimits:
         keyed.append(("fairness_key", limits.fairness_key, "fairness key"))
     unique_by_args = limits.unique is not None and limits.unique.key is None
     return CompiledLimits(task, fixed, tuple(keyed), unique_by_args, limits.uses_names)
-
-
-_NO_JOB_LIMITS = JobLimits()
 
 
 def _ms(seconds: float) -> int:

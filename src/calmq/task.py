@@ -195,11 +195,9 @@ class EnqueuePlan:
     backoff: list[float] | None  # the envelope's backoff override, [base, cap]
     delay_ms: int
     run_at_ms: int | None
-    limits: Limits
-    #: No control set: jobs need no argument binding and no limit keys.
-    plain: bool
-    #: ``limits`` resolved for this task (None when plain): what each job adds to them.
-    controls: CompiledLimits | None = None
+    #: The call's controls resolved for this task: what each job adds to them. None when
+    #: no control is set: jobs need no argument binding and no limit keys.
+    controls: CompiledLimits | None
 
 
 def plan_enqueue(defaults: TaskOptions, options: CallOptions, *, task: str) -> EnqueuePlan:
@@ -214,8 +212,8 @@ def plan_enqueue(defaults: TaskOptions, options: CallOptions, *, task: str) -> E
     limits = defaults.limits.merged(options.limit_overrides())
     return EnqueuePlan(
         queue, retries + 1, priority, checked.timeout,
-        [backoff.base, backoff.cap] if backoff else None, delay_ms, run_at_ms, limits,
-        limits.empty, None if limits.empty else compile_limits(limits, task),
+        [backoff.base, backoff.cap] if backoff else None, delay_ms, run_at_ms,
+        None if limits.empty else compile_limits(limits, task),
     )  # fmt: skip
 
 

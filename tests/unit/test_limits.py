@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import msgspec
 import pytest
 
 from calmq.errors import ConfigurationError
@@ -20,11 +19,16 @@ from calmq.limits import (
     arguments_key,
     compile_limits,
     compute_key,
-    job_limits,
     validate_key,
 )
 
 CALL = CallArguments(("acme", 7), {"to": "+31"}, {"tenant": "acme", "n": 7, "to": "+31"})
+
+
+def job_with(limits: Limits, task: str) -> NewJob:
+    """The job of ``CALL`` under ``limits``, built as the app builds it."""
+    fields = compile_limits(limits, task).fields(CALL.args, CALL.kwargs, lambda: CALL.named)
+    return NewJob("i", "q", task, b"", **fields)
 
 
 def test_specs_are_frozen_and_coerce_enums() -> None:
@@ -87,7 +91,7 @@ def test_arguments_key_is_stable_and_order_free() -> None:
         arguments_key("t", [object()], {})
 
 
-def test_job_limits_fields() -> None:
+def test_job_fields_of_limits() -> None:
     limits = Limits(
         unique=Unique(key="{tenant}", scope="ttl", ttl=2.5, policy="replace"),
         throttle=Throttle(3, 60),
@@ -95,7 +99,7 @@ def test_job_limits_fields() -> None:
         concurrency_limit=ConcurrencyLimit(2),
         fairness_key="{tenant}",
     )
-    got = job_limits(limits, "sms.send", CALL)
+    got = job_with(limits, "sms.send")
     assert (got.unique_key, got.unique_scope, got.unique_ttl_ms) == ("acme", UniqueScope.TTL, 2500)
     assert got.unique_policy is DuplicatePolicy.REPLACE
     assert (got.throttle_key, got.throttle_limit, got.throttle_period_ms) == ("sms.send", 3, 60_000)
@@ -106,7 +110,7 @@ def test_job_limits_fields() -> None:
 
 def test_no_limits_is_the_empty_record() -> None:
     assert Limits().empty
-    assert job_limits(Limits(), "t", CALL).unique_key is None
+    assert job_with(Limits(), "t").unique_key is None
 
 
 def test_merged_keeps_task_defaults() -> None:
@@ -140,7 +144,7 @@ def test_arguments_key_value_is_pinned() -> None:
     assert arguments_key("t", (1, "a"), {"y": 2, "x": 1}) == want
 
 
-def test_compiled_limits_give_the_job_limits_fields() -> None:
+def test_compiled_limits_give_the_job_fields() -> None:
     limits = Limits(
         unique=Unique(scope="ttl", ttl=2.5, policy="replace"),
         throttle=Throttle(3, 60, key=lambda tenant, n, to: f"{tenant}:{n}"),
@@ -159,8 +163,12 @@ def test_compiled_limits_give_the_job_limits_fields() -> None:
     fields = compiled.fields(CALL.args, CALL.kwargs, named)
     assert bound == [1]  # format-string keys bind the arguments, once
     assert fields == {
-        k: v for k, v in msgspec.structs.asdict(job_limits(limits, "sms.send", CALL)).items()
-        if v != getattr(NewJob("i", "q", "t", b""), k)
+        "unique_key": arguments_key("sms.send", CALL.args, CALL.kwargs),
+        "unique_scope": UniqueScope.TTL, "unique_ttl_ms": 2500,
+        "unique_policy": DuplicatePolicy.REPLACE,
+        "throttle_key": "acme:7", "throttle_limit": 3, "throttle_period_ms": 60_000,
+        "rate_key": "sms.send", "rate_limit": 10, "rate_period_ms": 1000,
+        "concurrency_key": "acme", "concurrency_limit": 2, "fairness_key": "acme",
     }  # fmt: skip
     assert fields["unique_key"] == arguments_key("sms.send", CALL.args, CALL.kwargs)
     assert (fields["throttle_key"], fields["concurrency_key"]) == ("acme:7", "acme")

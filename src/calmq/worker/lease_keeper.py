@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from calmq.errors import CalmqError
 from calmq.job import ClaimedJob, JobState, Lease
@@ -26,12 +26,13 @@ class InFlight:
         self._jobs: dict[str, ClaimedJob] = {}
         self._lock = threading.Lock()
 
-    def add(self, jobs: Iterable[ClaimedJob]) -> None:
-        """Hold the leases of a claimed batch (one lock for the batch)."""
+    def add(self, *jobs: ClaimedJob) -> None:
+        """Hold the leases of ``jobs`` (a claimed batch: one lock for all)."""
         with self._lock:
             self._jobs.update((job.id, job) for job in jobs)
 
     def remove(self, *job_ids: str) -> None:
+        """Let go of the leases of ``job_ids`` (an acknowledged batch: one lock for all)."""
         with self._lock:
             pop = self._jobs.pop
             for job_id in job_ids:

@@ -176,33 +176,23 @@ class RunningJobs:
 
     def _run_solo_slice(self) -> None:
         """Run waiting solo jobs one after another for up to SOLO_SLICE seconds, then give
-        the loop a turn (and come back if jobs are left). What ``_finish`` does per job is
-        done here with the slot wake-ups once per slice: nobody sees them before it ends."""
-        waiting, running, clock = self._solo, self._running, time.perf_counter
-        run, on_outcome = self.executor.run_solo, self.on_outcome
+        the loop a turn (and come back if jobs are left)."""
+        waiting, clock = self._solo, time.perf_counter
         now = clock()
         deadline = now + SOLO_SLICE
-        finished = False
         try:
             while waiting and now < deadline:
                 entry, task, envelope = waiting.popleft()
-                job = entry.job
-                if running.get(job.id) is not entry:  # cancelled while it waited
-                    continue
-                entry.started = now  # its run time starts now, not when it was queued
-                token = set_current(entry.context)
-                try:
-                    outcome = run(task, envelope)
-                finally:
-                    reset_current(token)
-                del running[job.id]
-                finished = True
-                on_outcome(job, outcome, (clock() - entry.started) * 1000.0)
+                if self._running.get(entry.job.id) is entry:  # not cancelled while it waited
+                    entry.started = now  # its run time starts now, not when it was queued
+                    token = set_current(entry.context)
+                    try:
+                        outcome = self.executor.run_solo(task, envelope)
+                    finally:
+                        reset_current(token)
+                    self._finish(entry.job.id, outcome)
                 now = clock()  # the next job's start: after this one's bookkeeping
         finally:  # even if a job raised past run_solo (SystemExit): the rest still run
-            if finished:
-                self._changed.set()
-                self.wakeup.notify()
             if waiting:
                 self._loop.call_soon(self._run_solo_slice)
             else:

@@ -319,7 +319,7 @@ class Worker:
 
     def _claimed(self, claimed: list[ClaimedJob]) -> None:
         self.stats.claimed += len(claimed)
-        self.inflight.add(claimed)
+        self.inflight.add(*claimed)
         if self.events.wants(EventKind.CLAIMED):
             for job in claimed:
                 self._emit(EventKind.CLAIMED, job)

@@ -159,9 +159,7 @@ class Scripts:
             try:
                 return _evalsha(conn, script.sha, keys, args)
             except NoScriptError:
-                conn.send_command("SCRIPT", "LOAD", script.script)
-                sha = conn.read_response()
-                script.sha = sha.decode() if isinstance(sha, bytes) else sha
+                _load(conn, script)
                 return _evalsha(conn, script.sha, keys, args)
         finally:
             give_back(pool, conn, shortcut=shortcut)
@@ -206,9 +204,7 @@ class Scripts:
                     reply(i, value)
             if not held:
                 return
-            conn.send_command("SCRIPT", "LOAD", script.script)
-            sha = conn.read_response()
-            script.sha = sha.decode() if isinstance(sha, bytes) else sha
+            _load(conn, script)
             for i, value in held.items():  # rare: one round trip per call to redo
                 if isinstance(value, NoScriptError):
                     _send_evalsha(conn, script.sha, *sent[i], check_health=False)
@@ -272,6 +268,14 @@ def _send_evalsha(
     except TypeError as exc:  # what redis-py raises for an argument it cannot encode
         raise DataError(str(exc)) from exc
     conn.send_packed_command((packed,), check_health=check_health)  # a sequence of buffers
+
+
+def _load(conn: Any, script: Script) -> None:
+    """Load ``script`` on ``conn`` after a NOSCRIPT (the server's script cache was
+    flushed) and keep the sha it answers."""
+    conn.send_command("SCRIPT", "LOAD", script.script)
+    sha = conn.read_response()
+    script.sha = sha.decode() if isinstance(sha, bytes) else sha
 
 
 def _read(conn: Any) -> Any:

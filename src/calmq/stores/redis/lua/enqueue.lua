@@ -107,6 +107,30 @@ local function store_job(jk, b, seq_s, now, now_s, run_at)
   return state
 end
 
+local function lane_key(lane) return tag .. ':lane:' .. lane end
+
+-- Put a ready job where claims find it: its lane (joining the round robin) or `ready`.
+local function place(id, lane, score, turn)
+  if lane and lane ~= '' then
+    redis.call('ZADD', lane_key(lane), score, id)
+    redis.call('ZADD', lanes, 'NX', turn, lane)
+  else
+    redis.call('ZADD', ready, score, id)
+  end
+end
+
+-- Record what a new job's controls need: their fields in its hash (claims and completes
+-- read them there) and its unique key. A throttle is the general path's own.
+local function store_controls(jk, id, j)
+  redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
+    'cl', j.cl, 'uk', j.uk)
+  if j.uk ~= '' then
+    local uk = tag .. ':uniq:' .. j.uk
+    redis.call('SET', uk, j.us .. ':' .. id)
+    if j.us == 'ttl' then redis.call('PEXPIRE', uk, j.ut) end
+  end
+end
+
 -- The plain path: no job carries controls and the queue has no bound (the common case).
 -- The general path's results, and its checks of every key this path touches (lanes, dead
 -- and the derived keys are not touched, so not checked), in fewer calls: the reads that
@@ -212,15 +236,12 @@ end
 -- decides (duplicate, replace, or a stale key to take over).
 local function enqueue_one(j)
   if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
-  local uk, lane = nil, nil
-  if j and j.uk ~= '' then
-    uk = tag .. ':uniq:' .. j.uk
-    if checked('GET', uk, 'string') then return nil end
+  if j and j.uk ~= '' and checked('GET', tag .. ':uniq:' .. j.uk, 'string') then
+    return nil
   end
   local idle = checked('LLEN', wake, 'list') == 0
   if j and j.lane ~= '' then
-    lane = tag .. ':lane:' .. j.lane
-    checked('ZCARD', lane, 'zset')
+    checked('ZCARD', lane_key(j.lane), 'zset')
     checked('ZCARD', lanes, 'zset')
   else
     checked('ZCARD', ready, 'zset')  -- integer replies: cheaper than TYPE's status table
@@ -235,22 +256,9 @@ local function enqueue_one(j)
   local now = now_ms()
   local run_at = run_time(2, now)
   local state = store_job(jk, 2, num_text(seq), now, num_text(now), run_at)
-  if j then
-    redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
-      'cl', j.cl, 'uk', j.uk)
-  end
-  if uk then
-    redis.call('SET', uk, j.us .. ':' .. id)
-    if j.us == 'ttl' then redis.call('PEXPIRE', uk, j.ut) end
-  end
+  if j then store_controls(jk, id, j) end
   if state == 'ready' then
-    local score = -tonumber(ARGV[5]) * 1e12 + seq
-    if lane then
-      redis.call('ZADD', lane, score, id)
-      redis.call('ZADD', lanes, 'NX', seq, j.lane)
-    else
-      redis.call('ZADD', ready, score, id)
-    end
+    place(id, j and j.lane, -tonumber(ARGV[5]) * 1e12 + seq, seq)
     if idle then redis.call('RPUSH', wake, 1) end
   else
     redis.call('ZADD', scheduled, run_at, id)
@@ -287,13 +295,13 @@ for _, b in ipairs(starts) do
         local hk = tag .. ':job:' .. holder
         if check_type(hk, 'hash') == 'hash' then
           local lane = redis.call('HGET', hk, 'lane')
-          if lane and lane ~= '' then check_type(tag .. ':lane:' .. lane, 'zset') end
+          if lane and lane ~= '' then check_type(lane_key(lane), 'zset') end
         end
       end
     end
   end
   if j and j.tk ~= '' then check_type(tag .. ':throttle:' .. j.tk, 'zset') end
-  if j and j.lane ~= '' then check_type(tag .. ':lane:' .. j.lane, 'zset') end
+  if j and j.lane ~= '' then check_type(lane_key(j.lane), 'zset') end
 end
 
 local now = now_ms()
@@ -306,18 +314,6 @@ local max_ready, overflow = nil, nil
 if redis.call('EXISTS', config) == 1 then
   local c = redis.call('HMGET', config, 'max_ready', 'overflow')
   max_ready, overflow = tonumber(c[1]), c[2]
-end
-
-local function lane_key(lane) return tag .. ':lane:' .. lane end
-
--- Put a ready job where claims find it: its lane (joining the round robin) or `ready`.
-local function place(id, lane, score, turn)
-  if lane and lane ~= '' then
-    redis.call('ZADD', lane_key(lane), score, id)
-    redis.call('ZADD', lanes, 'NX', turn, lane)
-  else
-    redis.call('ZADD', ready, score, id)
-  end
 end
 
 local function unplace(id, lane)
@@ -423,13 +419,7 @@ for _, b in ipairs(starts) do
     local priority = tonumber(ARGV[b + 3])
     local state = store_job(jk, b, num_text(seq), now, now_s, run_at)
     if j then
-      redis.call('HSET', jk, 'lane', j.lane, 'rk', j.rk, 'rl', j.rl, 'rp', j.rp, 'ck', j.ck,
-        'cl', j.cl, 'uk', j.uk)
-      if j.uk ~= '' then
-        local uk = tag .. ':uniq:' .. j.uk
-        redis.call('SET', uk, j.us .. ':' .. id)
-        if j.us == 'ttl' then redis.call('PEXPIRE', uk, j.ut) end
-      end
+      store_controls(jk, id, j)
       if j.tk ~= '' then
         local key = tag .. ':throttle:' .. j.tk
         redis.call('ZADD', key, now, id)
