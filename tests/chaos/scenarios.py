@@ -914,7 +914,7 @@ def incident(
                        "p99_ms": 1000 * _pct(lat, 0.99), "errors": errs}  # fmt: skip
     errors = sum(1 for *_, o in calls if o != "ok")
     reasons = sorted({o for *_, o in calls if o != "ok"})
-    bound = app.settings.pool_size + 2 * (4 + 1)  # producers' pool + per worker 4 + 1 waiter
+    bound = app.settings.pool_size + 2 * (5 + 1)  # producers' pool + per worker pool 5 + 1
     p99b, p99d = stats["before"]["p99_ms"], stats["during"]["p99_ms"]
     ratio = p99d / p99b if p99b else float("inf")
     latency_ok = p99d <= max(2 * p99b, p99b + 5.0)

@@ -120,6 +120,10 @@ class Worker:
         self._stopping: asyncio.Event | None = None
         self._hard_stop: asyncio.Event | None = None
         self._io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-io")
+        # Acknowledgements have a thread (and so a connection) of their own: behind one
+        # thread, a claim waited for the previous batch's acknowledgement and Redis sat idle
+        # while the worker parsed each reply; side by side the two calls overlap.
+        self._ack_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-ack")
         self._waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-wait")
         self.store: Store = self._open_store(app)
         self.executor = Executor(app)
@@ -131,8 +135,10 @@ class Worker:
         should. An in-memory store cannot be opened twice, so that one is shared."""
         if CAP_MULTI_PROCESS not in app.store.capabilities:
             return app.store
+        # One connection each for the I/O, acknowledgement, waiter and lease-keeper threads,
+        # and one to spare.
         relaxed = app.settings.replace(
-            pool_size=4, pool_timeout=5.0, command_timeout=5.0, connect_timeout=2.0
+            pool_size=5, pool_timeout=5.0, command_timeout=5.0, connect_timeout=2.0
         )
         return open_store(app.url, relaxed)
 
@@ -197,7 +203,7 @@ class Worker:
             run_wait=self._run_wait, weights=self.config.weights,
             max_idle_wait=self.config.max_idle_wait,
         )  # fmt: skip
-        self.acker = Acker(self.store.complete, self.inflight, self._run_io, self._on_acked)
+        self.acker = Acker(self.store.complete, self.inflight, self._run_ack_io, self._on_acked)
         self.maintenance = Maintenance(
             self.store, self.config.queues, interval=self.config.maintenance_interval,
             run_io=self._run_io, events=self.events,
@@ -274,6 +280,7 @@ class Worker:
         await asyncio.gather(*self._background, return_exceptions=True)
         self.jobs.close()
         self._io.shutdown(wait=True)
+        self._ack_io.shutdown(wait=True)
         self._waiter.shutdown(wait=False)
         if self.store is not self.app.store:
             self.store.close()
@@ -479,6 +486,11 @@ class Worker:
         """Run a store call on the I/O thread, so the loop never blocks on the store."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+
+    async def _run_ack_io(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run an acknowledgement on its own thread, beside the claims on the I/O thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._ack_io, functools.partial(fn, *args))
 
     async def _run_wait(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
