@@ -265,6 +265,53 @@ def test_foreign_ready_key_is_refused_without_writes(
     assert snapshot(raw, key_prefix) == before
 
 
+# Every key a claim writes or must read before writing, as each kind of foreign value, on
+# each path: plain (ready jobs only), a due scheduled job to promote, and lanes.
+CLAIM_KEYS = ("ready", "scheduled", "leases", "dead", "wake", "token", "lanes", "seq")
+
+
+@pytest.mark.parametrize("path", ["plain", "due", "lanes"])
+@pytest.mark.parametrize("key", CLAIM_KEYS)
+@pytest.mark.parametrize("foreign", ["other type", "text"])
+def test_claim_refuses_foreign_keys_before_any_write(
+    redis_store: Store, raw: redis.Redis, key_prefix: str, path: str, key: str, foreign: str
+) -> None:
+    keys = queue_keys(key_prefix, Q)
+    redis_store.enqueue([job("a"), job("b")])
+    if path == "due":
+        redis_store.enqueue([job("d", delay_ms=3_600_000)])
+        raw.zadd(keys.scheduled, {"d": 0})  # due long ago
+    if path == "lanes":
+        redis_store.enqueue([job("l", fairness_key="tenant-1")])
+    name = getattr(keys, key)
+    if key == "seq" and path == "plain":
+        return  # a plain claim does not touch seq (covered: test_plain_claim_leaves_seq_alone)
+    raw.delete(name)
+    if foreign == "other type" and key == "wake":  # wake is the one list
+        raw.hset(name, "x", "1")
+    elif foreign == "other type":
+        raw.rpush(name, "x")
+    else:
+        raw.set(name, "not a number")
+    before = snapshot(raw, key_prefix)
+    with pytest.raises(StoreError, match=r"calmq: foreign data in \{.*\}:" + key):
+        redis_store.claim(Q, limit=5, lease_ms=10_000)
+    assert snapshot(raw, key_prefix) == before
+
+
+def test_plain_claim_leaves_seq_alone(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    """A claim with nothing to promote and no lanes never reads seq, so foreign data there
+    (refused by the next enqueue) does not stop the queue's ready jobs from being served."""
+    keys = queue_keys(key_prefix, Q)
+    redis_store.enqueue([job("a")])
+    raw.set(keys.seq, "not a number")
+    assert [j.id for j in redis_store.claim(Q, limit=5, lease_ms=10_000).jobs] == ["a"]
+    with pytest.raises(StoreError, match="foreign data"):
+        redis_store.enqueue([job("b")])
+
+
 def test_foreign_job_key_is_refused_by_enqueue(
     redis_store: Store, raw: redis.Redis, key_prefix: str
 ) -> None:

@@ -36,11 +36,18 @@
 --          lease_deadline_ms, then 10 entries per claimed job: id, task, payload, token,
 --          attempt, max_attempts, priority, enqueued_ms, run_at_ms, schema version
 -- Errors: "calmq: foreign data in <key>" (a queue key, lane, rate or concurrency key of
---         the wrong type), raised before the first write
+--         the wrong type, or a counter that is not an integer), raised before the first
+--         write; the seq counter only when the claim uses it (due jobs or lanes)
+--
+-- Cost: a claim is mostly fixed cost (a claim of one job on an idle worker is the common
+-- case), and every redis.call() counts, so the checks are the reads the claim needs anyway
+-- (ZCARD ready gives how many to pop, LLEN wake whether to refill it, the first scheduled
+-- member the next due time) and the token counter is checked by its INCRBY, the first write.
 
 -- @include lib/foreign.lua
 -- @include lib/check_type.lua
 -- @include lib/check_counter.lua
+-- @include lib/checked.lua
 -- @include lib/now_ms.lua
 
 local tag, ready, scheduled, leases, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -62,39 +69,59 @@ local function check_lane(lane, probe_id)
 end
 
 -- Validate everything first: Redis does not roll back a script that fails half-way.
-check_type(ready, 'zset')
-check_type(scheduled, 'zset')
-check_type(leases, 'zset')
-check_type(dead, 'zset')
-check_type(wake, 'list')
-check_counter(seq_key)
-check_counter(token_key)
-check_type(lanes, 'zset')
+local ready_count = checked('ZCARD', ready, 'zset')
+checked('ZCARD', leases, 'zset')
+checked('ZCARD', dead, 'zset')
+local wake_idle = checked('LLEN', wake, 'list') == 0
+local lane_count = checked('ZCARD', lanes, 'zset')
 
 local now = now_ms()
 local deadline = now + lease_ms
 
+-- The earliest scheduled job: its run time is the reply's next_due_ms, and it says whether
+-- anything is due at all (usually not: no ZRANGEBYSCORE then).
+local first = checked('ZRANGE', scheduled, 'zset', 0, 0, 'WITHSCORES')
 local function next_due()
-  local first = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-  if #first == 0 then return '' end
-  return first[2]
+  local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
+  if #head == 0 then return '' end
+  return head[2]
 end
 
 if redis.call('EXISTS', paused) == 1 then
-  return {now, next_due(), deadline}
+  return {now, first[2] or '', deadline}
 end
 
-local due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote_limit)
-local due_lanes = {}
+local due, due_lanes, laned = {}, {}, lane_count > 0
+if first[2] and tonumber(first[2]) <= now then
+  due = redis.call('ZRANGEBYSCORE', scheduled, '-inf', now, 'LIMIT', 0, promote_limit)
+end
 for _, id in ipairs(due) do
   local f = redis.pcall('HGET', tag .. ':job:' .. id, 'lane')
   if type(f) == 'string' and f ~= '' then
     due_lanes[id] = f
+    laned = true
     check_lane(f, id)
   end
 end
-local visit = redis.call('ZRANGE', lanes, 0, lane_scan - 1)
-for _, lane in ipairs(visit) do check_lane(lane, nil) end
+if lane_count > 0 then
+  for _, lane in ipairs(redis.call('ZRANGE', lanes, 0, lane_scan - 1)) do check_lane(lane, nil) end
+end
+-- Promotion and lane turns take seq numbers; lanes reserve tokens one job at a time, after
+-- writes: those counters are checked now. Without lanes, the token counter is checked by
+-- its one INCRBY, the first write.
+if #due > 0 or laned then check_counter(seq_key) end
+if laned then check_counter(token_key) end
+
+local token_next, token_last = 1, 0
+local function reserve_tokens(n)
+  token_last = checked('INCRBY', token_key, 'string', n)
+  token_next = token_last - n + 1
+end
+
+-- Without lanes every due job joins `ready`, so the ZPOPMIN below returns this many: their
+-- tokens are reserved first, the first write (a foreign token counter fails it whole).
+local to_pop = math.min(limit, ready_count + #due)
+if not laned and to_pop > 0 then reserve_tokens(to_pop) end
 
 -- Promote due scheduled jobs with a new seq (they queue behind jobs already ready).
 if #due > 0 then
@@ -120,14 +147,10 @@ if #due > 0 then
   redis.call('ZREMRANGEBYRANK', scheduled, 0, #due - 1)
 end
 
-local out = {now, next_due(), deadline}
+local out = {now, first[2] or '', deadline}
+if #due > 0 then out[2] = next_due() end
 local claimed = 0
 
-local token_next, token_last = 1, 0
-local function reserve_tokens(n)
-  token_last = redis.call('INCRBY', token_key, n)
-  token_next = token_last - n + 1
-end
 
 -- (deadline, id) pairs of jobs just delivered, written into leases with one ZADD before
 -- anything else can fail: a job marked running without a lease would never be rescued.
@@ -184,7 +207,7 @@ end
 
 local function pop_plain(n)
   local popped = redis.call('ZPOPMIN', ready, n)
-  if #popped > 2 then reserve_tokens(#popped / 2) end
+  if laned and #popped > 2 then reserve_tokens(#popped / 2) end
   for i = 1, #popped, 2 do deliver(popped[i], nil) end
   write_leases()
   return #popped / 2
@@ -236,8 +259,10 @@ local function serve(lane)
 end
 
 local more = false
-if redis.call('ZCARD', lanes) == 0 then
-  pop_plain(limit)
+if not laned then
+  -- Jobs are left in `ready` exactly when it held more than the claim took.
+  if to_pop > 0 then pop_plain(to_pop) end
+  more = ready_count + #due > to_pop
 else
   local active = redis.call('ZRANGE', lanes, 0, lane_scan - 1)
   local plain = true
@@ -257,11 +282,10 @@ else
     end
     active = still
   end
-  more = claimed >= limit and #active > 0
+  more = (claimed >= limit and #active > 0) or redis.call('ZCARD', ready) > 0
 end
 
 if reopen and (out[2] == '' or reopen < tonumber(out[2])) then out[2] = reopen end
-if (more or redis.call('ZCARD', ready) > 0) and redis.call('LLEN', wake) == 0 then
-  redis.call('RPUSH', wake, 1)
-end
+-- Nothing above pushes to wake, so its length read at the start still holds.
+if more and wake_idle then redis.call('RPUSH', wake, 1) end
 return out

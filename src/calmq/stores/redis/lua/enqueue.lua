@@ -38,6 +38,7 @@
 -- @include lib/foreign.lua
 -- @include lib/check_type.lua
 -- @include lib/check_counter.lua
+-- @include lib/checked.lua
 -- @include lib/now_ms.lua
 
 local tag, ready, scheduled, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
@@ -138,19 +139,6 @@ end
 -- covers every job key (TYPE per job only when some exist), the seq counter is checked by
 -- its INCRBY (the first write: it fails whole, before anything changed), and the ready and
 -- scheduled sets get one ZADD each. Returns nil, before any write, for a bounded queue.
-local function checked(cmd, key, want, ...)
-  local reply = redis.pcall(cmd, key, ...)
-  if type(reply) == 'table' and reply.err then
-    if string.find(reply.err, 'WRONGTYPE', 1, true) then
-      foreign(key, redis.call('TYPE', key)['ok'], want)
-    elseif string.find(reply.err, 'not an integer', 1, true) then
-      foreign(key, 'non-integer string', 'integer')
-    end
-    error(reply)  -- not about the data (OOM, READONLY, ...): as redis.call would raise it
-  end
-  return reply
-end
-
 local function zadd_all(key, members)
   for k = 1, #members, 1000 do
     redis.call('ZADD', key, unpack(members, k, math.min(k + 999, #members)))
