@@ -343,6 +343,31 @@ def test_ready_member_without_record_is_dead_lettered_and_others_are_served(
     assert listed["alien"] == "job record missing or corrupt"
 
 
+# --- wait_then_claim ----------------------------------------------------------------------
+def test_wait_then_claim_after_a_script_flush(redis_store: Store, raw: redis.Redis) -> None:
+    redis_store.enqueue([job("a")])
+    raw.script_flush()  # the claim sent behind the BLPOP answers NOSCRIPT: claimed again
+    result = redis_store.wait_then_claim([Q], 5.0, Q, limit=5, lease_ms=10_000)
+    assert [j.id for j in result.jobs] == ["a"]
+    assert [j.attempt for j in result.jobs] == [1]
+
+
+def test_wait_then_claim_refuses_foreign_data_and_its_connection_recovers(
+    redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    keys = queue_keys(key_prefix, Q)
+    redis_store.enqueue([job("a")])
+    raw.set(keys.leases, "foreign")
+    before = snapshot(raw, key_prefix)
+    with pytest.raises(StoreError, match=r"calmq: foreign data in \{.*\}:leases"):
+        redis_store.wait_then_claim([Q], 5.0, Q, limit=5, lease_ms=10_000)
+    del before[keys.wake.encode()]  # the BLPOP took the wake-up: the only change
+    assert snapshot(raw, key_prefix) == before
+    raw.delete(keys.leases)
+    result = redis_store.wait_then_claim([Q], 0.2, Q, limit=5, lease_ms=10_000)
+    assert [j.id for j in result.jobs] == ["a"]
+
+
 # --- fencing ----------------------------------------------------------------------------
 def test_wrong_token_changes_nothing(redis_store: Store, raw: redis.Redis, key_prefix: str) -> None:
     redis_store.enqueue([job("a", max_attempts=3)])

@@ -138,6 +138,15 @@ class Store(Protocol):
         """
         ...
 
+    def wait_then_claim(
+        self, queues: Sequence[str], timeout: float, queue: str, *, limit: int, lease_ms: int
+    ) -> ClaimResult:
+        """:meth:`wait_for_work` on ``queues``, then :meth:`claim` from ``queue`` (one of
+        them) whether or not the wait was woken. A store may do both in one round trip, so
+        a wake-up starts the claim on the server at once (:func:`wait_then_claim_in_two_calls`
+        is the plain composition)."""
+        ...
+
     # --- admin ---------------------------------------------------------------------
     def pause(self, queue: str) -> None:
         """Stop claims from ``queue`` (enqueue keeps working). Idempotent."""
@@ -238,3 +247,12 @@ def enqueue_in_one_call(
     for chunk in taken:
         stored(chunk, results[at : at + len(chunk)])
         at += len(chunk)
+
+
+def wait_then_claim_in_two_calls(
+    store: Store, queues: Sequence[str], timeout: float, queue: str, *, limit: int, lease_ms: int
+) -> ClaimResult:
+    """``wait_then_claim`` for a store (or a path of one) that gains nothing from joining
+    the two: the wait, then the claim."""
+    store.wait_for_work(queues, timeout)
+    return store.claim(queue, limit=limit, lease_ms=lease_ms)

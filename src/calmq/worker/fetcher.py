@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from calmq.errors import CalmqError
-from calmq.job import ClaimedJob
+from calmq.job import ClaimedJob, ClaimResult
 from calmq.stores.base import Store
 
 T = TypeVar("T")
@@ -77,17 +77,24 @@ class Fetcher:
         jobs: list[ClaimedJob] = await self.run_io(self._claim_now, free_slots)
         return jobs
 
-    def _claim_now(self, free_slots: int) -> list[ClaimedJob]:
-        """The claim itself, on the calling thread (the I/O thread or the waiter thread)."""
+    def _claim_now(
+        self, free_slots: int, order: Sequence[str] | None = None, first: ClaimResult | None = None
+    ) -> list[ClaimedJob]:
+        """The claim itself, on the calling thread (the I/O thread or the waiter thread),
+        over ``order`` (default: :meth:`order`); ``first`` is the first queue's claim when
+        it was already made (with the wait)."""
         jobs: list[ClaimedJob] = []
         next_due: int | None = None
         failure: CalmqError | None = None
-        for queue in self.order():
+        for queue in order or self.order():
             wanted = free_slots - len(jobs)
             if wanted <= 0:
                 break
             try:
-                result = self.store.claim(queue, limit=wanted, lease_ms=self.lease_ms)
+                if first is not None:
+                    result, first = first, None
+                else:
+                    result = self.store.claim(queue, limit=wanted, lease_ms=self.lease_ms)
             except CalmqError as exc:
                 # Keep what other queues gave: raising here would orphan jobs already
                 # leased to us (they would sit until their lease expired, spending an
@@ -140,18 +147,35 @@ class Fetcher:
     def _wait_then_claim(
         self, timeout: float, free_slots: int, prestart: OnClaimed | None = None
     ) -> list[ClaimedJob]:
+        order = self.order()
+        first: ClaimResult | None = None
         if timeout > 0.001:
-            # A failed wait is not reported: the claim below meets the same error.
+            # The wait and the first queue's claim go to the store together (one round trip
+            # on Redis: the claim runs the moment the wake-up comes). A failure is not
+            # reported here: the claim below meets the same error.
             with contextlib.suppress(CalmqError):
-                self.store.wait_for_work(self.queues, timeout)
+                first = self.store.wait_then_claim(
+                    self.queues, timeout, order[0], limit=free_slots, lease_ms=self.lease_ms
+                )
         with self._gate:
             if self._closed:
+                if first is not None and first.jobs:
+                    self._give_back(order[0], first.jobs)
                 return []
-            jobs = self._claim_now(free_slots)
+            jobs = self._claim_now(free_slots, order, first)
             self._handed_off = jobs
             if prestart is not None and jobs:
                 prestart(jobs)
         return jobs
+
+    def _give_back(self, queue: str, jobs: list[ClaimedJob]) -> None:
+        """Release jobs claimed with a wait that ended after :meth:`close`: nobody will run
+        them, and a lease left to expire would delay them (and count an attempt)."""
+        try:
+            self.store.release(queue, [job.lease for job in jobs])
+        except CalmqError as exc:
+            log.warning("could not release %d jobs claimed as the worker stopped (their"
+                        " leases expire on their own): %s", len(jobs), exc)  # fmt: skip
 
     def close(self) -> list[ClaimedJob]:
         """Refuse further claims on the waiter thread; return the jobs it claimed that the

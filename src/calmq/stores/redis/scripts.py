@@ -164,6 +164,13 @@ class Scripts:
         finally:
             give_back(pool, conn, shortcut=shortcut)
 
+    def send(self, conn: Any, name: str, keys: Sequence[str], args: Sequence[Arg]) -> None:
+        """Write one EVALSHA on ``conn`` behind a command already sent (no health check:
+        a PING now would read the earlier command's reply); the caller reads the reply
+        (:func:`read_reply`) and handles NOSCRIPT."""
+        self._check_keys(name, keys)
+        _send_evalsha(conn, self._scripts[name].sha, keys, args, check_health=False)
+
     def run_pipelined(
         self,
         pool: ConnectionPool,
@@ -196,7 +203,7 @@ class Scripts:
                 unread += 1
             held: dict[int, Any] = {}  # replies after the first NOSCRIPT, kept in order
             for i in range(len(sent)):
-                value = _read(conn)
+                value = read_reply(conn)
                 unread -= 1
                 if held or isinstance(value, NoScriptError):
                     held[i] = value
@@ -208,7 +215,7 @@ class Scripts:
             for i, value in held.items():  # rare: one round trip per call to redo
                 if isinstance(value, NoScriptError):
                     _send_evalsha(conn, script.sha, *sent[i], check_health=False)
-                    value = _read(conn)
+                    value = read_reply(conn)
                 reply(i, value)
         finally:
             if unread:
@@ -278,7 +285,7 @@ def _load(conn: Any, script: Script) -> None:
     script.sha = sha.decode() if isinstance(sha, bytes) else sha
 
 
-def _read(conn: Any) -> Any:
+def read_reply(conn: Any) -> Any:
     """The next reply on ``conn``, an error reply as its ``ResponseError`` (it was read in
     full, so the replies after it are still in step)."""
     try:

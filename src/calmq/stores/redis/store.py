@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
 from redis.exceptions import (
+    NoScriptError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -47,7 +48,13 @@ from calmq.job import (
 )
 from calmq.settings import Settings
 from calmq.stores import redact_url
-from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, OnStored, enqueue_in_one_call
+from calmq.stores.base import (
+    CAP_BLOCKING_WAIT,
+    CAP_MULTI_PROCESS,
+    OnStored,
+    enqueue_in_one_call,
+    wait_then_claim_in_two_calls,
+)
 from calmq.stores.redis import browse, registry
 from calmq.stores.redis.connection import open_connection
 from calmq.stores.redis.keys import (
@@ -66,7 +73,7 @@ from calmq.stores.redis.replies import (
     score,
     unavailable_reason,
 )
-from calmq.stores.redis.scripts import Arg, Scripts
+from calmq.stores.redis.scripts import Arg, Scripts, read_reply
 
 MAX_ERROR_CHARS = 2_000
 MAX_TRACEBACK_CHARS = 20_000
@@ -261,28 +268,8 @@ class RedisStore:
         """Lease up to ``limit`` ready jobs (promoting due scheduled jobs first)."""
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
-        args = (limit, lease_ms, max(limit, 100), SCHEMA_VERSION, LANE_SCAN)
-        reply = self._run("claim", self._queue(queue), args)
-        now, next_due, deadline = int(reply[0]), reply[1], int(reply[2])
-        jobs = [
-            ClaimedJob(
-                id=reply[i].decode(),
-                queue=queue,
-                task=reply[i + 1].decode(),
-                payload=reply[i + 2],
-                token=str(reply[i + 3]),
-                attempt=int(reply[i + 4]),
-                max_attempts=int(reply[i + 5]),
-                priority=int(reply[i + 6]),
-                enqueued_at_ms=int(reply[i + 7]),
-                lease_deadline_ms=deadline,
-                claimed_at_ms=now,
-                ready_at_ms=int(reply[i + 8]),
-                schema_version=int(reply[i + 9]),
-            )
-            for i in range(3, len(reply), CLAIM_FIELDS)
-        ]
-        return ClaimResult(jobs, next_due_ms=score(next_due) if next_due else None, now_ms=now)
+        reply = self._run("claim", self._queue(queue), _claim_args(limit, lease_ms))
+        return _claim_result(queue, reply)
 
     def extend_leases(self, queue: str, leases: Sequence[Lease], *, lease_ms: int) -> list[str]:
         """Push lease deadlines to now + ``lease_ms``; return the ids no longer ours."""
@@ -372,6 +359,47 @@ class RedisStore:
         finally:
             self._return_waiter(conn)
         return reply is not None
+
+    def wait_then_claim(
+        self, queues: Sequence[str], timeout: float, queue: str, *, limit: int, lease_ms: int
+    ) -> ClaimResult:
+        """:meth:`wait_for_work`'s BLPOP and the claim's EVALSHA in one round trip.
+
+        Redis keeps a blocked client's next commands until its BLPOP returns, so the claim
+        runs on the server the moment a wake-up (or the timeout) ends the wait: a woken
+        worker gets its jobs without another round trip. On the BLPOP's own connection;
+        after a script-cache flush (NOSCRIPT: the claim did not run) it claims again
+        through :meth:`claim`, which loads the script.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit!r}")
+        if not queues:
+            raise ValueError("wait_then_claim needs at least one queue")
+        if self._conn.cluster is not None:  # the wait fans out per shard (cluster.py)
+            return wait_then_claim_in_two_calls(
+                self, queues, timeout, queue, limit=limit, lease_ms=lease_ms
+            )
+        wake_keys = [self._queue(q).wake for q in queues]
+        seconds = max(math.ceil(timeout * 1000), 1) / 1000
+        conn = self._take_waiter()
+        try:
+            with self._guard():
+                conn.send_command("BLPOP", *wake_keys, f"{seconds:.3f}")
+                keys = self._queue(queue).for_script("claim")
+                self._scripts.send(conn, "claim", keys, _claim_args(limit, lease_ms))
+                conn.read_response(timeout=seconds + self.settings.command_timeout + 1)
+                reply = read_reply(conn)
+                if isinstance(reply, ResponseError) and not isinstance(reply, NoScriptError):
+                    raise reply
+        except BaseException:
+            # A reply may still be in flight: the connection is unusable.
+            conn.disconnect()
+            raise
+        finally:
+            self._return_waiter(conn)
+        if isinstance(reply, NoScriptError):
+            return self.claim(queue, limit=limit, lease_ms=lease_ms)
+        return _claim_result(queue, reply)
 
     def _take_waiter(self) -> _Connection:
         with self._waiters_lock:
@@ -537,3 +565,32 @@ class RedisStore:
         for conn in waiters:
             conn.disconnect()
         self._conn.close()
+
+
+def _claim_args(limit: int, lease_ms: int) -> tuple[int, int, int, int, int]:
+    """claim.lua's ARGV: limit, lease, promote limit, schema version, lane scan."""
+    return (limit, lease_ms, max(limit, 100), SCHEMA_VERSION, LANE_SCAN)
+
+
+def _claim_result(queue: str, reply: Any) -> ClaimResult:
+    """claim.lua's reply as a :class:`ClaimResult`."""
+    now, next_due, deadline = int(reply[0]), reply[1], int(reply[2])
+    jobs = [
+        ClaimedJob(
+            id=reply[i].decode(),
+            queue=queue,
+            task=reply[i + 1].decode(),
+            payload=reply[i + 2],
+            token=str(reply[i + 3]),
+            attempt=int(reply[i + 4]),
+            max_attempts=int(reply[i + 5]),
+            priority=int(reply[i + 6]),
+            enqueued_at_ms=int(reply[i + 7]),
+            lease_deadline_ms=deadline,
+            claimed_at_ms=now,
+            ready_at_ms=int(reply[i + 8]),
+            schema_version=int(reply[i + 9]),
+        )
+        for i in range(3, len(reply), CLAIM_FIELDS)
+    ]
+    return ClaimResult(jobs, next_due_ms=score(next_due) if next_due else None, now_ms=now)

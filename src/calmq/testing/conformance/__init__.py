@@ -73,7 +73,7 @@ from calmq.testing.conformance.limits import (
     TestUnique,
 )
 from calmq.testing.conformance.release import TestRelease
-from calmq.testing.conformance.wait import TestWait
+from calmq.testing.conformance.wait import TestWait, TestWaitThenClaim
 from calmq.testing.conformance.workers import TestWorkerRegistry
 
 # Only the test classes: a star import must collect exactly these and nothing else.
@@ -97,5 +97,6 @@ __all__ = [
     "TestThrottle",
     "TestUnique",
     "TestWait",
+    "TestWaitThenClaim",
     "TestWorkerRegistry",
 ]
