@@ -5,8 +5,8 @@ test-only faults patched in from the outside (calmq's own code is not changed):
   ``time.time_ns``) runs that far ahead (or behind, if negative): clock skew on one worker.
 * ``CHAOS_FREEZE_TRIGGER=<path>``: the first claim that finds ``path`` existing deletes it
   and SIGSTOPs this process *inside* the claim: on SQLite while holding the write lock (the
-  transaction is open), on Redis after the claim script ran and before the jobs reach the
-  worker. Someone else must SIGCONT it.
+  transaction is open), on Redis after the claim script ran (alone, or sent with an idle
+  worker's wait) and before the jobs reach the worker. Someone else must SIGCONT it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,17 @@ def _install_freeze(trigger: str) -> None:
         return result
 
     RedisStore.claim = claim  # type: ignore[method-assign]
+    original_wait_then_claim = RedisStore.wait_then_claim
+
+    def wait_then_claim(self, queues, timeout, queue, *, limit, lease_ms):  # type: ignore[no-untyped-def]
+        # An idle worker's claim: sent with its wait, so it comes back here, not via claim.
+        result = original_wait_then_claim(
+            self, queues, timeout, queue, limit=limit, lease_ms=lease_ms
+        )
+        _freeze_if_triggered(trigger)
+        return result
+
+    RedisStore.wait_then_claim = wait_then_claim  # type: ignore[method-assign]
 
 
 def main() -> None:
