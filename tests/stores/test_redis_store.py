@@ -27,7 +27,7 @@ from calmq.errors import ConfigurationError, QueueUnavailable, StoreError
 from calmq.job import EnqueueOutcome, FailOutcome, JobState, Lease, NewJob, WorkerInfo
 from calmq.settings import Settings
 from calmq.stores import open_store
-from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, Store
+from calmq.stores.base import CAP_BLOCKING_WAIT, CAP_CLAIM_WITH_WAIT, CAP_MULTI_PROCESS, Store
 from calmq.stores.redis import store as store_module
 from calmq.stores.redis.keys import (
     derived_key,
@@ -669,7 +669,9 @@ def test_open_store_and_properties(redis_settings: Settings) -> None:
     store = open_store(redis_settings.url, redis_settings)
     assert isinstance(store, RedisStore)
     assert isinstance(store, Store)
-    assert store.capabilities == frozenset({CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS})
+    assert store.capabilities == frozenset(
+        {CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS, CAP_CLAIM_WITH_WAIT}
+    )
     store.close()
     store.close()  # idempotent
     with pytest.raises(ConfigurationError):

@@ -20,6 +20,7 @@ from calmq import App
 from calmq.errors import ConfigurationError, QueueUnavailable
 from calmq.settings import Settings
 from calmq.stores import open_store, redact_url
+from calmq.stores.base import CAP_CLAIM_WITH_WAIT
 from calmq.stores.redis.connection import parse_multi_host_url
 from calmq.stores.redis.keys import queue_keys
 from calmq.stores.redis.store import RedisStore
@@ -133,6 +134,8 @@ def test_wait_wakes_for_a_queue_on_another_shard(redis_cluster: RedisClusterProc
     settings = Settings(url=redis_cluster.url, key_prefix=prefix)
     store = open_store(settings.url, settings)
     try:
+        # The wait fans out over shards, so a claim cannot ride along with it.
+        assert CAP_CLAIM_WITH_WAIT not in store.capabilities
         assert store.wait_for_work(queues, 0.2) is False
         for target in (queues[-1], queues[0]):
             timer = threading.Timer(0.2, lambda t=target: store.enqueue([make_job(t)]))  # type: ignore[misc]

@@ -105,10 +105,13 @@ def test_an_abandoned_wait_is_resumed_not_queued_behind(
 
 
 def test_a_stop_during_the_wait_leaves_new_jobs_in_the_queue(
-    redis_store: Store, threads: Threads
+    store: Store, threads: Threads
 ) -> None:
+    """On every store: with the claim sent along with the wait (Redis) the job claimed as
+    the stop came is released; otherwise (SQLite) no claim is made after the stop."""
+
     async def main() -> list[object]:
-        fetcher = threads.fetcher(redis_store)
+        fetcher = threads.fetcher(store)
         await fetcher.claim(4)
         stopping = asyncio.Event()
         waiting = asyncio.create_task(fetcher.wait_then_claim(stopping, 4))
@@ -116,14 +119,14 @@ def test_a_stop_during_the_wait_leaves_new_jobs_in_the_queue(
         stopping.set()
         assert await asyncio.wait_for(waiting, 30) == []
         left = await threads.run_io(fetcher.close)
-        await asyncio.to_thread(enqueue, redis_store)  # wakes the store wait still running
+        await asyncio.to_thread(enqueue, store)  # wakes the store wait still running
         return left
 
     assert asyncio.run(main()) == []
     # The waiter thread's wait (and, on Redis, the claim sent with it) saw the wake-up;
     # closed, it kept nothing: the job is back in the queue with no attempt spent.
     threads.close()
-    jobs = redis_store.claim(QUEUE, limit=10, lease_ms=30_000).jobs
+    jobs = store.claim(QUEUE, limit=10, lease_ms=30_000).jobs
     assert [job.attempt for job in jobs] == [1]
 
 

@@ -47,6 +47,10 @@ from calmq.job import (
 CAP_BLOCKING_WAIT = "blocking_wait"
 #: Several processes (on one or several machines) can share the store.
 CAP_MULTI_PROCESS = "multi_process"
+#: ``wait_then_claim`` sends the claim with the wait: it runs in the store the moment the
+#: wait ends, with no second round trip. Without it a worker waits, makes sure it is not
+#: stopping, then claims.
+CAP_CLAIM_WITH_WAIT = "claim_with_wait"
 
 
 @runtime_checkable
@@ -142,9 +146,10 @@ class Store(Protocol):
         self, queues: Sequence[str], timeout: float, queue: str, *, limit: int, lease_ms: int
     ) -> ClaimResult:
         """:meth:`wait_for_work` on ``queues``, then :meth:`claim` from ``queue`` (one of
-        them) whether or not the wait was woken. A store may do both in one round trip, so
-        a wake-up starts the claim on the server at once (:func:`wait_then_claim_in_two_calls`
-        is the plain composition)."""
+        them) whether or not the wait was woken. A store that does both in one round trip
+        (a wake-up starts the claim on the server at once) says so with
+        :data:`CAP_CLAIM_WITH_WAIT`; :func:`wait_then_claim_in_two_calls` is the plain
+        composition."""
         ...
 
     # --- admin ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from calmq.errors import CalmqError
 from calmq.job import ClaimedJob, ClaimResult
-from calmq.stores.base import Store
+from calmq.stores.base import CAP_CLAIM_WITH_WAIT, Store
 
 T = TypeVar("T")
 log = logging.getLogger("calmq.worker")
@@ -150,13 +150,18 @@ class Fetcher:
         order = self.order()
         first: ClaimResult | None = None
         if timeout > 0.001:
-            # The wait and the first queue's claim go to the store together (one round trip
-            # on Redis: the claim runs the moment the wake-up comes). A failure is not
-            # reported here: the claim below meets the same error.
+            # A failed wait is not reported: the claim below meets the same error.
             with contextlib.suppress(CalmqError):
-                first = self.store.wait_then_claim(
-                    self.queues, timeout, order[0], limit=free_slots, lease_ms=self.lease_ms
-                )
+                if CAP_CLAIM_WITH_WAIT in self.store.capabilities:
+                    # The first queue's claim travels with the wait (one round trip on
+                    # Redis: it runs the moment the wake-up comes).
+                    first = self.store.wait_then_claim(
+                        self.queues, timeout, order[0], limit=free_slots, lease_ms=self.lease_ms
+                    )
+                else:
+                    # Claim only after the stop check below: a claim made after the
+                    # worker began to stop could meet a store it is closing.
+                    self.store.wait_for_work(self.queues, timeout)
         with self._gate:
             if self._closed:
                 if first is not None and first.jobs:

@@ -50,6 +50,7 @@ from calmq.settings import Settings
 from calmq.stores import redact_url
 from calmq.stores.base import (
     CAP_BLOCKING_WAIT,
+    CAP_CLAIM_WITH_WAIT,
     CAP_MULTI_PROCESS,
     OnStored,
     enqueue_in_one_call,
@@ -98,13 +99,16 @@ class _Connection(Protocol):
 class RedisStore:
     """Jobs, leases and dead letters in Redis (one hash tag per queue, Cluster-safe)."""
 
-    capabilities = frozenset({CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS})
+    capabilities: frozenset[str]
 
     def __init__(self, url: str, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
         self.display_url = redact_url(url)
         # Plain, TLS, Sentinel or Cluster: connection.py builds the bounded client and pool.
         self._conn = open_connection(url, self.settings)
+        self.capabilities = frozenset({CAP_BLOCKING_WAIT, CAP_MULTI_PROCESS})
+        if self._conn.cluster is None:  # a cluster's wait fans out per shard: no joined claim
+            self.capabilities |= {CAP_CLAIM_WITH_WAIT}
         self._pool = self._conn.pool  # None on a cluster (one pool per node)
         self._client = self._conn.client
         self._scripts = Scripts(self._client)
