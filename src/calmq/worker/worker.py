@@ -484,17 +484,21 @@ class Worker:
 
     async def _run_io(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store call on the I/O thread, so the loop never blocks on the store."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._io, functools.partial(fn, *args, **kwargs))
+        return await _run_in(self._io, fn, *args, **kwargs)
 
     async def _run_ack_io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run an acknowledgement on its own thread, beside the claims on the I/O thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._ack_io, functools.partial(fn, *args))
+        return await _run_in(self._ack_io, fn, *args)
 
     async def _run_wait(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._waiter, functools.partial(fn, *args))
+        return await _run_in(self._waiter, fn, *args)
+
+
+async def _run_in(
+    executor: concurrent.futures.Executor, fn: Callable[..., T], *args: Any, **kwargs: Any
+) -> T:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(executor, functools.partial(fn, *args, **kwargs))
 
 
 def run_worker(app: App, config: WorkerConfig, hooks: Sequence[Hook] = ()) -> int:

@@ -18,7 +18,7 @@ import itertools
 import math
 import os
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol, cast
 
 from redis.exceptions import (
@@ -351,18 +351,8 @@ class RedisStore:
             with self._guard():
                 slack = self.settings.command_timeout + 1
                 return self._conn.cluster.wait_for_wake(wake_keys, seconds, slack)
-        conn = self._take_waiter()
-        try:
-            with self._guard():
-                conn.send_command("BLPOP", *wake_keys, f"{seconds:.3f}")
-                reply = conn.read_response(timeout=seconds + self.settings.command_timeout + 1)
-        except BaseException:
-            # An interrupted BLPOP leaves its reply in flight: the connection is unusable.
-            conn.disconnect()
-            raise
-        finally:
-            self._return_waiter(conn)
-        return reply is not None
+        woken, _ = self._blpop(wake_keys, seconds)
+        return woken is not None
 
     def wait_then_claim(
         self, queues: Sequence[str], timeout: float, queue: str, *, limit: int, lease_ms: int
@@ -371,39 +361,57 @@ class RedisStore:
 
         Redis keeps a blocked client's next commands until its BLPOP returns, so the claim
         runs on the server the moment a wake-up (or the timeout) ends the wait: a woken
-        worker gets its jobs without another round trip. On the BLPOP's own connection;
-        after a script-cache flush (NOSCRIPT: the claim did not run) it claims again
-        through :meth:`claim`, which loads the script.
+        worker gets its jobs without another round trip. After a script-cache flush
+        (NOSCRIPT: the claim did not run) it claims again through :meth:`claim`, which loads
+        the script. On a cluster (the wait fans out per shard) the wait, then the claim.
         """
         if limit < 1:
             raise ValueError(f"limit must be >= 1, got {limit!r}")
-        if not queues:
-            raise ValueError("wait_then_claim needs at least one queue")
-        if self._conn.cluster is not None:  # the wait fans out per shard (cluster.py)
+        if CAP_CLAIM_WITH_WAIT not in self.capabilities:
             return wait_then_claim_in_two_calls(
                 self, queues, timeout, queue, limit=limit, lease_ms=lease_ms
             )
-        wake_keys = [self._queue(q).wake for q in queues]
-        seconds = max(math.ceil(timeout * 1000), 1) / 1000
+        if not queues:
+            raise ValueError("wait_then_claim needs at least one queue")
+        keys = self._queue(queue).for_script("claim")
+        _, reply = self._blpop(
+            [self._queue(q).wake for q in queues],
+            max(math.ceil(timeout * 1000), 1) / 1000,
+            lambda conn: self._scripts.send(conn, "claim", keys, _claim_args(limit, lease_ms)),
+        )
+        if isinstance(reply, NoScriptError):
+            return self.claim(queue, limit=limit, lease_ms=lease_ms)
+        return _claim_result(queue, reply)
+
+    def _blpop(
+        self,
+        wake_keys: Sequence[str],
+        seconds: float,
+        send_next: Callable[[Any], None] | None = None,
+    ) -> tuple[Any, Any]:
+        """BLPOP ``wake_keys`` on a waiter connection; ``send_next(conn)`` may write one
+        more command behind it (Redis runs it when the BLPOP returns). Returns both replies
+        (the second ``None`` without ``send_next``; NOSCRIPT as its error, another error
+        reply raised)."""
         conn = self._take_waiter()
         try:
             with self._guard():
                 conn.send_command("BLPOP", *wake_keys, f"{seconds:.3f}")
-                keys = self._queue(queue).for_script("claim")
-                self._scripts.send(conn, "claim", keys, _claim_args(limit, lease_ms))
-                conn.read_response(timeout=seconds + self.settings.command_timeout + 1)
+                if send_next is not None:
+                    send_next(conn)
+                woken = conn.read_response(timeout=seconds + self.settings.command_timeout + 1)
+                if send_next is None:
+                    return woken, None
                 reply = read_reply(conn)
                 if isinstance(reply, ResponseError) and not isinstance(reply, NoScriptError):
                     raise reply
+                return woken, reply
         except BaseException:
-            # A reply may still be in flight: the connection is unusable.
+            # An interrupted call leaves a reply in flight: the connection is unusable.
             conn.disconnect()
             raise
         finally:
             self._return_waiter(conn)
-        if isinstance(reply, NoScriptError):
-            return self.claim(queue, limit=limit, lease_ms=lease_ms)
-        return _claim_result(queue, reply)
 
     def _take_waiter(self) -> _Connection:
         with self._waiters_lock:

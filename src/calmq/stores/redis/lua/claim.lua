@@ -81,11 +81,6 @@ local deadline = now + lease_ms
 -- The earliest scheduled job: its run time is the reply's next_due_ms, and it says whether
 -- anything is due at all (usually not: no ZRANGEBYSCORE then).
 local first = checked('ZRANGE', scheduled, 'zset', 0, 0, 'WITHSCORES')
-local function next_due()
-  local head = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')
-  if #head == 0 then return '' end
-  return head[2]
-end
 
 if redis.call('EXISTS', paused) == 1 then
   return {now, first[2] or '', deadline}
@@ -148,9 +143,10 @@ if #due > 0 then
 end
 
 local out = {now, first[2] or '', deadline}
-if #due > 0 then out[2] = next_due() end
+if #due > 0 then  -- promoted: the earliest scheduled job is another one now
+  out[2] = redis.call('ZRANGE', scheduled, 0, 0, 'WITHSCORES')[2] or ''
+end
 local claimed = 0
-
 
 -- (deadline, id) pairs of jobs just delivered, written into leases with one ZADD before
 -- anything else can fail: a job marked running without a lease would never be rescued.

@@ -132,6 +132,13 @@ local function store_controls(jk, id, j)
   end
 end
 
+-- ZADD members (score, id, score, id, ...) within Lua's unpack limit.
+local function zadd_all(key, members)
+  for k = 1, #members, 1000 do
+    redis.call('ZADD', key, unpack(members, k, math.min(k + 999, #members)))
+  end
+end
+
 -- The plain path: no job carries controls and the queue has no bound (the common case).
 -- The general path's results, and its checks of every key this path touches (lanes, dead
 -- and the derived keys are not touched, so not checked), in fewer calls: the reads that
@@ -139,12 +146,6 @@ end
 -- covers every job key (TYPE per job only when some exist), the seq counter is checked by
 -- its INCRBY (the first write: it fails whole, before anything changed), and the ready and
 -- scheduled sets get one ZADD each. Returns nil, before any write, for a bounded queue.
-local function zadd_all(key, members)
-  for k = 1, #members, 1000 do
-    redis.call('ZADD', key, unpack(members, k, math.min(k + 999, #members)))
-  end
-end
-
 local function enqueue_plain()
   if tonumber(checked('HMGET', config, 'hash', 'max_ready')[1]) then return nil end
   local idle = checked('LLEN', wake, 'list') == 0
