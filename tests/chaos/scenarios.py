@@ -917,7 +917,9 @@ def incident(
     bound = app.settings.pool_size + 2 * (5 + 1)  # producers' pool + per worker pool 5 + 1
     p99b, p99d = stats["before"]["p99_ms"], stats["during"]["p99_ms"]
     ratio = p99d / p99b if p99b else float("inf")
-    latency_ok = p99d <= max(2 * p99b, p99b + 5.0)
+    # A stall behind the frozen worker lasts the freeze or at least the pool timeout (0.5 s);
+    # this 2-core VM's own hiccups reach 10-20 ms, which a 5 ms floor mistook for one.
+    latency_ok = p99d <= max(2 * p99b, p99b + 25.0)
     conns_ok = peak is None or peak <= bound
     sent = len(calls)
     achieved = sent / (total)
