@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import datetime as dt
-import os
+import functools
+import gc
+import operator
 import subprocess
 import sys
 import textwrap
@@ -17,6 +19,7 @@ import pytest
 from calmq import (
     App,
     Call,
+    CalmqError,
     ConfigurationError,
     JobState,
     PayloadTooLarge,
@@ -25,8 +28,7 @@ from calmq import (
     Settings,
     UnknownTask,
 )
-from calmq import job as job_module
-from calmq.job import new_job_id
+from calmq.job import new_job_id, new_job_ids
 from tests.redis_server import RedisServer, free_port
 
 
@@ -166,19 +168,22 @@ def test_task_signatures_are_checked_by_mypy(tmp_path: Path) -> None:
 
 
 def test_job_ids_keep_their_format_and_sort_by_creation_time() -> None:
-    ids = [new_job_id() for _ in range(2000)]
+    before = time.time_ns() // 1_000_000
+    ids = [new_job_id() for _ in range(1000)] + new_job_ids(1000) + new_job_ids(1)
+    after = time.time_ns() // 1_000_000
     assert all(len(i) == 26 and i == i.lower() and i.isalnum() for i in ids)
     assert len(set(ids)) == len(ids)
     # The first 9 characters encode the creation millisecond: ids sort by it.
     assert [i[:9] for i in ids] == sorted(i[:9] for i in ids)
-    # Same text as the original formula: base32hex of 6 time bytes + 10 random bytes.
-    ms = int.from_bytes(os.urandom(6))
-    random_part = os.urandom(10)
-    value = (ms << 82) | (int.from_bytes(random_part) << 2)
-    table = job_module._DIGIT_PAIRS
-    text = "".join(table[(value >> shift) & 1023] for shift in job_module._PAIR_SHIFTS)
-    raw = ms.to_bytes(6, "big") + random_part
-    assert text == base64.b32hexencode(raw).decode()[:26].lower()
+    for text in ids:
+        # Exactly base32hex of 16 bytes: the 6-byte ms time, then 10 random bytes.
+        raw = base64.b32hexdecode(text.upper() + "======")
+        assert base64.b32hexencode(raw).decode()[:26].lower() == text
+        assert before <= int.from_bytes(raw[:6]) <= after
+    # All 80 random bits vary: no bit position is stuck across 2000 ids.
+    randoms = [int.from_bytes(base64.b32hexdecode(i.upper() + "======")[6:]) for i in ids]
+    varying = functools.reduce(operator.or_, (r ^ randoms[0] for r in randoms))
+    assert varying == 2**80 - 1
 
 
 def test_per_call_options_are_validated_on_every_call_and_reused_plans_stay_right() -> None:
@@ -199,3 +204,19 @@ def test_per_call_options_are_validated_on_every_call_and_reused_plans_stay_righ
         with pytest.raises(ConfigurationError, match="queue name"):
             job.options(queue="a b").enqueue(1)
     app.close()
+
+
+def test_job_handles_refer_to_their_app_weakly(tmp_path: Path) -> None:
+    app = App(settings=Settings(url=f"sqlite:///{tmp_path}/weak.sqlite3"))
+
+    @app.task
+    def work(x: int) -> None: ...
+
+    job = work.enqueue(1)
+    assert job.app is app and job.info() is not None
+    assert not gc.is_tracked(job)  # no strong reference: never part of a cycle
+    app.close()
+    del app, work
+    gc.collect()
+    with pytest.raises(CalmqError, match="the App that enqueued it is gone"):
+        job.info()

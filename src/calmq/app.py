@@ -11,6 +11,7 @@ import concurrent.futures
 import inspect
 import threading
 import time
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any, ParamSpec, TypeVar, overload
 
@@ -33,6 +34,7 @@ from calmq.job import (
     QueueConfig,
     QueueOverflow,
     new_job_id,
+    new_job_ids,
 )
 from calmq.limits import (
     ConcurrencyLimit,
@@ -99,6 +101,8 @@ class App:
         #: Lifecycle events of this app's producers and workers; subscribe with ``on_event``.
         self.events = Hooks()
         self._enqueue_watch = EnqueueWatch(self.settings, self.events)
+        #: What job handles hold (``Job.app_ref``): they do not keep the app alive.
+        self.self_ref = weakref.ref(self)
 
     def on_event(self, hook: Hook, *, many: ManyHook | None = None) -> Hook:
         """Subscribe ``hook`` to every lifecycle event (or the kinds it was marked with by
@@ -228,7 +232,7 @@ class App:
                 # built (everything that can fail was checked above, before any store call).
                 end = min(start + ENQUEUE_BATCH, len(checked))
                 chunks = (
-                    [self._build(task, plan, c) for c in checked[at : min(at + ENQUEUE_CHUNK, end)]]
+                    self._build_chunk(task, plan, checked[at : min(at + ENQUEUE_CHUNK, end)])
                     for at in range(start, end, ENQUEUE_CHUNK)
                 )
                 jobs += self._store_chunks(task, plan.queue, chunks, new_jobs)
@@ -291,7 +295,7 @@ class App:
         result = task.fn(*envelope.a, **envelope.k)
         if inspect.isawaitable(result):
             asyncio.run(_await(result))
-        return Job(new_job.id, new_job.queue, task.name, True, JobState.SUCCEEDED, self)
+        return Job(new_job.id, new_job.queue, task.name, True, JobState.SUCCEEDED, self.self_ref)
 
     def _new_job(
         self, task: Task[Any, Any], call: Call, options: CallOptions, plan: EnqueuePlan
@@ -331,13 +335,24 @@ class App:
         return job_id, payload, priority, delay_ms, run_at_ms, fields
 
     @staticmethod
-    def _build(task: Task[Any, Any], plan: EnqueuePlan, checked: _Checked) -> NewJob:
-        """The job of a checked call; a new id (well-formed by construction) if it has none."""
+    def _build(
+        task: Task[Any, Any], plan: EnqueuePlan, checked: _Checked, fresh_id: str | None = None
+    ) -> NewJob:
+        """The job of a checked call; ``fresh_id`` (else a new id: well-formed by
+        construction) if it has none."""
         job_id, payload, priority, delay_ms, run_at_ms, fields = checked
         if job_id is None:
-            job_id = new_job_id()
+            job_id = fresh_id or new_job_id()
         return NewJob(job_id, plan.queue, task.name, payload, priority, plan.max_attempts,
                       delay_ms, run_at_ms, **(fields or {}))  # fmt: skip
+
+    def _build_chunk(
+        self, task: Task[Any, Any], plan: EnqueuePlan, checked: Sequence[_Checked]
+    ) -> list[NewJob]:
+        """The jobs of checked calls, their new ids made together (one clock reading, one
+        read of random bytes)."""
+        ids = new_job_ids(len(checked))
+        return [self._build(task, plan, c, i) for c, i in zip(checked, ids, strict=True)]
 
     # --- queue controls ------------------------------------------------------------
     def pause(self, queue: str) -> None:

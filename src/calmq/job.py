@@ -61,7 +61,7 @@ class EnqueueOutcome(enum.StrEnum):
     REJECTED = "rejected"  # the queue is full (overflow "reject"): not stored
 
 
-class NewJob(msgspec.Struct, frozen=True):
+class NewJob(msgspec.Struct, frozen=True, gc=False):
     """A job as a producer hands it to the store.
 
     ``payload`` is opaque to the store (serialised task arguments and per-call options).
@@ -113,7 +113,7 @@ def lane_of(rate_key: str | None, concurrency_key: str | None, fair_key: str | N
     return "|".join(f"{tag}{len(key)}:{key}" for tag, key in parts if key is not None)
 
 
-class EnqueueResult(msgspec.Struct, frozen=True):
+class EnqueueResult(msgspec.Struct, frozen=True, gc=False):
     """What the store did with one :class:`NewJob`.
 
     ``created`` is False when a job with that id already existed: enqueue is idempotent and
@@ -279,11 +279,15 @@ class WorkerInfo(msgspec.Struct, frozen=True):
 
 #: Base32 "hex" digits (RFC 4648 ``base32hex``, lower case): their order is the byte order.
 _B32HEX = "0123456789abcdefghijklmnopqrstuv"
-#: Every 10-bit value as its two base32hex digits: an id is 13 table lookups.
+#: Every 10-bit value as its two base32hex digits.
 _DIGIT_PAIRS = tuple(a + b for a in _B32HEX for b in _B32HEX)
-#: Shifts of the 13 pairs of an id, most significant first (130 bits: the 128 of the id
-#: followed by the two zero bits that pad its last base32 digit).
-_PAIR_SHIFTS = tuple(range(120, -1, -10))
+#: ``bytes.translate`` tables: a random byte as a random digit (its low 5 bits), and as a
+#: random last digit (3 bits, then the two zero bits that pad the 128 bits of an id).
+_DIGIT_OF_BYTE = bytes(ord(_B32HEX[b & 31]) for b in range(256))
+_LAST_DIGIT_OF_BYTE = bytes(ord(_B32HEX[b & 28]) for b in range(256))
+#: Random bytes per id: 15 digits of 5 bits, one last digit of 3, and 2 bits for the digit
+#: shared with the time (80 random bits).
+_RANDOM_BYTES_PER_ID = 17
 
 
 def new_job_id() -> str:
@@ -292,9 +296,42 @@ def new_job_id() -> str:
     Made by the client, so a producer that retries after an ambiguous timeout sends the
     same id and the store's idempotent enqueue drops the duplicate. Base32 "hex" keeps the
     sort order of the bytes, so ids sort by creation time. The text is exactly
-    ``base64.b32hexencode(raw).decode()[:26].lower()`` for the 16 raw bytes (ms time, big
-    endian, then ``os.urandom(10)``), computed with a table instead (several times faster).
+    ``base64.b32hexencode(raw).decode()[:26].lower()`` for 16 raw bytes: the ms time (big
+    endian), then 80 random bits.
     """
-    value = ((time.time_ns() // 1_000_000) << 82) | (int.from_bytes(os.urandom(10)) << 2)
+    ms = time.time_ns() // 1_000_000
+    raw = os.urandom(_RANDOM_BYTES_PER_ID)
+    digits = _B32HEX
+    return "".join((
+        _time_digits(ms), digits[((ms & 7) << 2) | (raw[16] & 3)],
+        raw[:15].translate(_DIGIT_OF_BYTE).decode(), digits[raw[15] & 28],
+    ))  # fmt: skip
+
+
+def new_job_ids(count: int) -> list[str]:
+    """``count`` ids as :func:`new_job_id` makes them, sharing one clock reading and one
+    read of random bytes: a batch enqueue spends a fifth of the time per id.
+
+    The 45 high bits of the time give the first 9 digits; the 10th holds the last 3 time
+    bits and 2 random bits; the other 16 are random digits, mapped from random bytes in C
+    (``bytes.translate``) rather than by shifting a 130-bit integer per id.
+    """
+    ms = time.time_ns() // 1_000_000
+    head = _time_digits(ms)
+    heads = [head + _B32HEX[((ms & 7) << 2) | bits] for bits in range(4)]
+    raw = os.urandom(_RANDOM_BYTES_PER_ID * count)
+    digits = raw.translate(_DIGIT_OF_BYTE).decode("ascii")
+    last = raw.translate(_LAST_DIGIT_OF_BYTE).decode("ascii")
+    return [
+        heads[raw[at + 16] & 3] + digits[at : at + 15] + last[at + 15]
+        for at in range(0, _RANDOM_BYTES_PER_ID * count, _RANDOM_BYTES_PER_ID)
+    ]
+
+
+def _time_digits(ms: int) -> str:
+    """The first 9 digits of an id: the 45 high bits of its 48-bit millisecond time."""
     pairs = _DIGIT_PAIRS
-    return "".join([pairs[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
+    return "".join((
+        pairs[(ms >> 38) & 1023], pairs[(ms >> 28) & 1023], pairs[(ms >> 18) & 1023],
+        pairs[(ms >> 8) & 1023], _B32HEX[(ms >> 3) & 31],
+    ))  # fmt: skip

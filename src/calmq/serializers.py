@@ -14,7 +14,7 @@ import msgspec
 from calmq.errors import ConfigurationError, SerializationError
 
 
-class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
+class Envelope(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     """What a job carries: its arguments and per-call options (short field names: every
     byte is stored once per job)."""
 

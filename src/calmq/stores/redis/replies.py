@@ -82,8 +82,15 @@ def unavailable_reason(exc: RedisError | RedisClusterException, message: str) ->
 
 def enqueue_args(jobs: Sequence[NewJob]) -> list[Arg]:
     """ARGV of enqueue.lua: the schema version, then 8 fields per job, and after a job with
-    controls the fields of each control it carries."""
-    args: list[Arg] = [SCHEMA_VERSION]
+    controls the fields of each control it carries; or, for several jobs that differ only
+    in id and payload (an ``enqueue_many`` of one task, as a rule), the shared form: a
+    template job without id and payload, then id and payload per job."""
+    if len(jobs) > 1 and (shared := _shared_fields(jobs)) is not None:
+        args = [SCHEMA_VERSION, "", *shared]
+        for job in jobs:
+            args += (job.id, job.payload)
+        return args
+    args = [SCHEMA_VERSION]
     for job in jobs:
         run_at = job.run_at_ms
         args += (
@@ -92,6 +99,22 @@ def enqueue_args(jobs: Sequence[NewJob]) -> list[Arg]:
         )  # fmt: skip
         args += control_args(job)
     return args
+
+
+def _shared_fields(jobs: Sequence[NewJob]) -> tuple[Arg, ...] | None:
+    """The template of enqueue.lua's shared form (task, payload '', priority, max_attempts,
+    delay_ms, run_at_ms, controls '') when every job has the first job's, and no controls."""
+    first = jobs[0]
+    common = (first.task, first.priority, first.max_attempts, first.delay_ms, first.run_at_ms)
+    for job in jobs:
+        if (job.task, job.priority, job.max_attempts, job.delay_ms, job.run_at_ms) != common or (
+            job.unique_key is not None or job.throttle_key is not None or job.lane is not None
+        ):
+            return None
+    run_at = first.run_at_ms
+    return (first.task, "", first.priority, first.max_attempts,
+            first.delay_ms if first.delay_ms > 0 else 0, "" if run_at is None else run_at,
+            "")  # fmt: skip
 
 
 def control_args(job: NewJob) -> tuple[Arg, ...]:
@@ -125,10 +148,11 @@ def control_args(job: NewJob) -> tuple[Arg, ...]:
 
 def enqueue_results(jobs: Sequence[NewJob], reply: list[Any] | bytes) -> list[EnqueueResult]:
     """The results for ``jobs`` from enqueue.lua's reply to one call: 4 entries per job, or
-    the short reply (the state alone: a string for one job, else one entry per job) when
-    every job was created."""
+    the short reply when every job was created: their state (one string when they share
+    it, else one entry per job)."""
     if isinstance(reply, bytes):
-        return [EnqueueResult(jobs[0].id, True, _STATES[reply])]
+        state = _STATES[reply]
+        return [EnqueueResult(job.id, True, state) for job in jobs]
     if len(reply) == len(jobs):
         states = _STATES
         return [EnqueueResult(job.id, True, states[s]) for job, s in zip(jobs, reply, strict=True)]
@@ -199,11 +223,11 @@ def job_info(queue: str, job_id: str, fields: dict[bytes, bytes]) -> JobInfo:
         attempt=int(get(b"attempt") or 0),
         max_attempts=int(get(b"max_attempts") or 0),
         enqueued_at_ms=int(get(b"enq") or 0),
-        run_at_ms=opt_int(get(b"run_at")),
+        run_at_ms=opt_int(get(b"run_at") or get(b"enq")),  # no run_at: the enqueue time
         finished_at_ms=opt_int(get(b"fin")),
         error=opt_text(get(b"error")) or (None if state else CORRUPT_REASON),
         traceback=opt_text(get(b"tb")),
-        schema_version=int(get(b"v") or SCHEMA_VERSION),
+        schema_version=int(get(b"v") or 1),  # no v: version 1 (see enqueue.lua)
     )
 
 

@@ -222,19 +222,25 @@ class RedisStore:
         return enqueue_results(jobs, reply)
 
     def enqueue_chunks(self, chunks: Iterable[Sequence[NewJob]], stored: OnStored) -> None:
-        """``enqueue`` for each chunk, one round trip in all. On the lean path (one server,
-        every chunk of one queue this store has seen) each chunk is its own EVALSHA, written
-        as soon as ``chunks`` yields it, so the caller builds chunk k+1 while Redis runs chunk
-        k. Elsewhere (a cluster, a new queue, several queues) the chunks go through
-        ``enqueue`` together, as one batch."""
+        """``enqueue`` for each chunk, one round trip in all (two the first time this store
+        sees the queue: it is registered first). On the lean path (one server, every chunk
+        of one queue) each chunk is its own EVALSHA, written as soon as ``chunks`` yields
+        it, so the caller builds chunk k+1 while Redis runs chunk k. Elsewhere (a cluster,
+        several queues) the chunks go through ``enqueue`` together, as one batch."""
         it = iter(chunks)
         first = next(it, None)
         if first is None:
             return
         queue = first[0].queue if first else ""
-        if self._pool is None or queue not in self._known_queues:
+        if self._pool is None or not queue:
             enqueue_in_one_call(self.enqueue, [first, *it], stored)
             return
+        if queue not in self._known_queues:
+            # Registered first, in a round trip of its own (once per queue and store), so
+            # that a first bulk enqueue too overlaps its chunks with the server's work.
+            with self._guard():
+                self._client.sadd(queues_key(self._prefix), queue)
+            self._known_queues.add(queue)
         keys = self._queue(queue).for_script("enqueue")
         sent: list[Sequence[NewJob]] = []
         rest: list[Sequence[NewJob]] = []  # from a chunk not all of `queue` on: sent after

@@ -34,7 +34,8 @@
 -- ARGV[5] lane_scan: most lanes visited by one claim
 -- Returns: flat array: now_ms, next_due_ms ('' if nothing scheduled or rate-blocked),
 --          lease_deadline_ms, then 10 entries per claimed job: id, task, payload, token,
---          attempt, max_attempts, priority, enqueued_ms, run_at_ms, schema version
+--          attempt, max_attempts, priority, enqueued_ms, run_at_ms, schema version (1
+--          for a hash without 'v')
 -- Errors: "calmq: foreign data in <key>" (a queue key, lane, rate or concurrency key of
 --         the wrong type, or a counter that is not an integer), raised before the first
 --         write; the seq counter only when the claim uses it (due jobs or lanes)
@@ -195,8 +196,8 @@ local function deliver(id, ck)
   out[#out + 1] = f[6] or 1
   out[#out + 1] = f[4] or 0
   out[#out + 1] = f[7] or now
-  out[#out + 1] = f[8] or now
-  out[#out + 1] = f[9] or version
+  out[#out + 1] = f[8] or f[7] or now  -- no run_at: it ran when enqueued
+  out[#out + 1] = f[9] or '1'  -- no 'v': version 1
   claimed = claimed + 1
   return token
 end

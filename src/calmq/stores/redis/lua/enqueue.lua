@@ -21,17 +21,21 @@
 -- KEYS[6] lanes (ZSET lane -> turn: lanes with waiting jobs, in round-robin order)
 -- KEYS[7] config (HASH max_ready, overflow; absent = unbounded)
 -- KEYS[8] dead (ZSET id -> died ms)
--- ARGV[1] schema version stored in each new hash
+-- ARGV[1] schema version stored in each new hash ('v'), unless 1: a hash without it is 1
 -- ARGV[2..] per job 8 fields: id, task, payload, priority, max_attempts, delay_ms,
 --           run_at_ms ('' = none), controls ('' = none, else one letter per control group
 --           the job carries, in this order, each group's fields following in that order):
 --           u: unique_key, unique_scope, unique_ttl_ms, unique_policy; t: throttle_key,
 --           throttle_limit, throttle_period_ms; r: rate_key, rate_limit, rate_period_ms;
 --           c: concurrency_key, concurrency_limit; l: lane
+--         or the shared form, for jobs without controls that differ only in id and payload:
+--           ARGV[2..9] a template job with id '' (no job has an empty id) and payload '',
+--           whose task, priority, max_attempts, delay_ms and run_at_ms every job has, then
+--           2 fields per job: id, payload (a sixth of the arguments to send and parse)
 -- Returns: flat array, 4 entries per job in input order: created (1 or 0), state,
 --          outcome (created|exists|duplicate|replaced|throttled|rejected), duplicate_of ('');
---          when every job was created, the short reply: just the state of each
---          (ready|scheduled), a string for one job, else an array
+--          when every job was created, the short reply: their state (ready|scheduled) as
+--          one string when they share it, else an array of the state of each
 -- Errors: "calmq: foreign data in <key>" (a queue key, job key or derived key of the wrong
 --         type), raised before the first write
 
@@ -44,12 +48,25 @@
 local tag, ready, scheduled, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes, config, dead = KEYS[6], KEYS[7], KEYS[8]
 local version = ARGV[1]
+local shared = ARGV[2] == ''
+
+-- Where the fields of the job whose id is ARGV[b] are: the base its task, priority,
+-- max_attempts, delay_ms and run_at_ms follow (at +1, +3, +4, +5, +6, as in the 8-field
+-- form), and the index of its payload.
+local function fields_at(b)
+  if shared then return 2, b + 1 end
+  return b, b + 2
+end
 
 -- Find where each job starts (8 fields, then the fields of the control groups it names).
 -- Plain jobs are read straight from ARGV; only jobs with controls get a table, with the
 -- values an absent group stood for when every group was sent ('' keys, '0' numbers), so
 -- the job hashes stay as they were.
 local starts, controls, i = {}, {}, 2
+if shared then
+  for b = 10, #ARGV, 2 do starts[#starts + 1] = b end
+  i = #ARGV + 1
+end
 while i <= #ARGV do
   starts[#starts + 1] = i
   local flags = ARGV[i + 7]
@@ -81,10 +98,10 @@ while i <= #ARGV do
   end
 end
 
--- When the job whose fields start at ARGV[b] runs: its delay from now, else its run_at if
--- that is later than now, else now.
-local function run_time(b, now)
-  local delay, at = tonumber(ARGV[b + 5]), tonumber(ARGV[b + 6])
+-- When the job whose fields are at ARGV[f] (see fields_at) runs: its delay from now, else
+-- its run_at if that is later than now, else now.
+local function run_time(f, now)
+  local delay, at = tonumber(ARGV[f + 5]), tonumber(ARGV[f + 6])
   if delay > 0 then return now + delay end
   if at and at > now then return at end
   return now
@@ -95,16 +112,32 @@ end
 -- its hash and its ready score) saves about a tenth of the bulk path's server time.
 local function num_text(n) return string.format('%.17g', n) end
 
--- Write the hash of a new job from its fields at ARGV[b] (numbers kept as the text that
--- arrived) with the given seq (text); `now_s` is num_text(now). Returns its state:
--- 'scheduled' when it runs later, else 'ready'.
-local function store_job(jk, b, seq_s, now, now_s, run_at)
-  local state, run_at_s = 'ready', now_s
-  if run_at ~= now then run_at_s = num_text(run_at) end
+-- The short reply for jobs that were all created, in these states (see Returns).
+local function short_reply(states)
+  local first = states[1]
+  for k = 2, #states do
+    if states[k] ~= first then return states end
+  end
+  return first or states  -- no jobs: an empty array
+end
+
+-- Write the hash of a new job from its fields at ARGV[f] and its payload ARGV[p] (numbers
+-- kept as the text that arrived) with the given seq (text); `now_s` is num_text(now). Returns its state:
+-- 'scheduled' when it runs later, else 'ready'. Fields at their defaults are left out and
+-- every reader applies the default: attempt 0, an empty token, the key's id, and for a job
+-- of priority 0 that runs now, its priority, run_at (= enq) and schema version (1). Each
+-- field costs the bulk path about 0.2 µs per job in Redis (5 %).
+local function store_job(jk, f, p, seq_s, now, now_s, run_at)
+  local state, priority = 'ready', ARGV[f + 3]
   if run_at > now then state = 'scheduled' end
-  redis.call('HSET', jk, 'id', ARGV[b], 'task', ARGV[b + 1], 'payload', ARGV[b + 2],
-    'state', state, 'priority', ARGV[b + 3], 'attempt', '0', 'max_attempts', ARGV[b + 4],
-    'token', '', 'seq', seq_s, 'enq', now_s, 'run_at', run_at_s, 'v', version)
+  if priority == '0' and run_at == now and version == '1' then
+    redis.call('HSET', jk, 'task', ARGV[f + 1], 'payload', ARGV[p], 'state', state,
+      'max_attempts', ARGV[f + 4], 'seq', seq_s, 'enq', now_s)
+  else
+    redis.call('HSET', jk, 'task', ARGV[f + 1], 'payload', ARGV[p], 'state', state,
+      'max_attempts', ARGV[f + 4], 'seq', seq_s, 'enq', now_s, 'v', version,
+      'priority', priority, 'run_at', num_text(run_at))
+  end
   return state
 end
 
@@ -153,7 +186,8 @@ local function enqueue_plain()
   local n, jks, later = #starts, {}, false
   for k, b in ipairs(starts) do
     jks[k] = tag .. ':job:' .. ARGV[b]
-    later = later or ARGV[b + 5] ~= '0' or ARGV[b + 6] ~= ''
+    local f = fields_at(b)
+    later = later or ARGV[f + 5] ~= '0' or ARGV[f + 6] ~= ''
   end
   if later then check_type(scheduled, 'zset') end
   local fresh, prior = n, {}
@@ -179,13 +213,14 @@ local function enqueue_plain()
     local id = ARGV[b]
     local state = prior[k] or made[id]
     if not state then
+      local f, p = fields_at(b)
       local run_at = now
-      if later then run_at = run_time(b, now) end
+      if later then run_at = run_time(f, now) end
       seq = seq + 1
       local seq_s = num_text(seq)
-      state = store_job(jks[k], b, seq_s, now, now_s, run_at)
+      state = store_job(jks[k], f, p, seq_s, now, now_s, run_at)
       if state == 'ready' then
-        local priority = ARGV[b + 3]
+        local priority = ARGV[f + 3]
         -- The score of priority 0 is the seq: its text is at hand.
         if priority == '0' then
           ready_members[#ready_members + 1] = seq_s
@@ -205,7 +240,7 @@ local function enqueue_plain()
   zadd_all(ready, ready_members)
   zadd_all(scheduled, later_members)
   if idle and #ready_members > 0 then redis.call('RPUSH', wake, 1) end
-  if count == n then return states end  -- all created: the short reply
+  if count == n then return short_reply(states) end
   local out = {}
   for k = 1, n do
     if created[k] then
@@ -244,7 +279,7 @@ local function enqueue_one(j)
   local seq = checked('INCRBY', seq_key, 'string', 1)
   local now = now_ms()
   local run_at = run_time(2, now)
-  local state = store_job(jk, 2, num_text(seq), now, num_text(now), run_at)
+  local state = store_job(jk, 2, 4, num_text(seq), now, num_text(now), run_at)
   if j then store_controls(jk, id, j) end
   if state == 'ready' then
     place(id, j and j.lane, -tonumber(ARGV[5]) * 1e12 + seq, seq)
@@ -252,12 +287,12 @@ local function enqueue_one(j)
   else
     redis.call('ZADD', scheduled, run_at, id)
   end
-  return state  -- the short reply for one created job
+  return state  -- the short reply
 end
 
 if next(controls) == nil then
   local out
-  if #starts == 1 then out = enqueue_one(nil) else out = enqueue_plain() end
+  if #starts == 1 and not shared then out = enqueue_one(nil) else out = enqueue_plain() end
   if out then return out end
 elseif #starts == 1 and controls[2].tk == '' then
   local out = enqueue_one(controls[2])
@@ -357,11 +392,12 @@ local function check_unique(j, b)
     or (scope == 'active' and state == 'running')
   if not holds then return nil end
   if j.up == 'replace' and state and PENDING[state] then
-    local run_at = run_time(b, now)
+    local f, p = fields_at(b)
+    local run_at = run_time(f, now)
     if state == 'scheduled' then redis.call('ZREM', scheduled, holder) else unplace(holder, h[2]) end
     local new_state = 'ready'
     if run_at > now then new_state = 'scheduled' end
-    redis.call('HSET', hk, 'payload', ARGV[b + 2], 'run_at', run_at, 'state', new_state)
+    redis.call('HSET', hk, 'payload', ARGV[p], 'run_at', run_at, 'state', new_state)
     if new_state == 'scheduled' then
       redis.call('ZADD', scheduled, run_at, holder)
     else
@@ -392,7 +428,8 @@ for _, b in ipairs(starts) do
   if not result and j and j.tk ~= '' and throttled(j) then
     result = {0, 'dropped', 'throttled', ''}
   end
-  local run_at = run_time(b, now)
+  local f, p = fields_at(b)
+  local run_at = run_time(f, now)
   if not result and max_ready and run_at <= now then
     local n = ready_count()
     if n >= max_ready then
@@ -405,8 +442,8 @@ for _, b in ipairs(starts) do
   end
   if not result then
     seq = seq + 1
-    local priority = tonumber(ARGV[b + 3])
-    local state = store_job(jk, b, num_text(seq), now, now_s, run_at)
+    local priority = tonumber(ARGV[f + 3])
+    local state = store_job(jk, f, p, num_text(seq), now, now_s, run_at)
     if j then
       store_controls(jk, id, j)
       if j.tk ~= '' then
@@ -435,8 +472,5 @@ end
 if woke and redis.call('LLEN', wake) == 0 then redis.call('RPUSH', wake, 1) end
 -- The short reply when every job was created, as on the plain path: less to send and to
 -- decode for the common case of a job with controls.
-if all_created then
-  if #states == 1 then return states[1] end
-  return states
-end
+if all_created then return short_reply(states) end
 return out
