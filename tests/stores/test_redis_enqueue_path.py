@@ -153,6 +153,30 @@ def test_script_flush_is_recovered_on_the_lean_path(warm: Store, raw: redis.Redi
     assert [r.created for r in warm.enqueue([job("b"), job("c")])] == [True, True]
 
 
+def test_a_first_bulk_enqueue_loads_its_script_in_the_same_round_trip(
+    redis_server: RedisServer, raw: redis.Redis, key_prefix: str
+) -> None:
+    def noscript_replies() -> int:
+        stats = raw.info("errorstats").get("errorstat_NOSCRIPT", {"count": 0})
+        return int(stats["count"])
+
+    raw.script_flush()
+    before = noscript_replies()
+    store = RedisStore(redis_server.url, Settings(url=redis_server.url, key_prefix=key_prefix))
+    try:
+        chunks = [[job(f"c{c}-{i}") for i in range(3)] for c in range(4)]
+        stored: list[str] = []
+        store.enqueue_chunks(chunks, lambda chunk, results: stored.extend(r.id for r in results))
+        assert stored == [j.id for chunk in chunks for j in chunk]
+        assert noscript_replies() == before  # no chunk was answered NOSCRIPT and redone
+        raw.script_flush()  # a flush later on is still recovered (NOSCRIPT, load, redo)
+        store.enqueue_chunks([[job("after-1"), job("after-2")]], lambda chunk, results: None)
+        assert noscript_replies() == before + 1
+        assert raw.exists(queue_keys(key_prefix, Q).job("after-2"))
+    finally:
+        store.close()
+
+
 def test_lean_path_honours_the_bounded_pool(redis_server: RedisServer, key_prefix: str) -> None:
     settings = Settings(url=redis_server.url, key_prefix=key_prefix, pool_size=1,
                         pool_timeout=0.2)  # fmt: skip
