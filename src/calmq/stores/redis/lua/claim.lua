@@ -188,16 +188,12 @@ local function deliver(id, ck)
     write_leases()
     redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id)
   end
-  out[#out + 1] = id
-  out[#out + 1] = f[3] or ''
-  out[#out + 1] = f[2]
-  out[#out + 1] = token
-  out[#out + 1] = attempt
-  out[#out + 1] = f[6] or 1
-  out[#out + 1] = f[4] or 0
-  out[#out + 1] = f[7] or now
-  out[#out + 1] = f[8] or f[7] or now  -- no run_at: it ran when enqueued
-  out[#out + 1] = f[9] or '1'  -- no 'v': version 1
+  -- Written at known places: `#out` searches the table on every use.
+  local at = 3 + 10 * claimed
+  out[at + 1], out[at + 2], out[at + 3], out[at + 4] = id, f[3] or '', f[2], token
+  out[at + 5], out[at + 6], out[at + 7], out[at + 8] = attempt, f[6] or 1, f[4] or 0, f[7] or now
+  out[at + 9] = f[8] or f[7] or now  -- no run_at: it ran when enqueued
+  out[at + 10] = f[9] or '1'  -- no 'v': version 1
   claimed = claimed + 1
   return token
 end

@@ -26,8 +26,9 @@ if bad then return redis.error_reply(bad) end
 local now = now_ms()
 local out = {}
 local freed = false
--- Ids to take out of leases with one ZREM at the end (one call per job costs more).
-local done = {}
+-- Ids to take out of leases with one ZREM at the end (one call per job costs more),
+-- counted as they come (`#done` would search the table each time).
+local done, done_count = {}, 0
 -- Release what a finished job held: its concurrency slot and its unique key.
 local function let_go(id, ck, uk)
   if ck and ck ~= '' then
@@ -48,7 +49,9 @@ for i = 2, #ARGV, 2 do
   local jk = tag .. ':job:' .. id
   local f = redis.pcall('HMGET', jk, 'token', 'state', 'ck', 'uk', 'error')
   if not f.err and f[1] == ARGV[i + 1] and f[2] == 'running' then
-    done[#done + 1] = id
+    out[i / 2] = 1
+    done_count = done_count + 1
+    done[done_count] = id
     let_go(id, f[3], f[4])
     if ttl > 0 then
       -- An empty payload reads as none; overwriting it saves an HDEL for the common job
@@ -59,20 +62,20 @@ for i = 2, #ARGV, 2 do
     else
       redis.call('DEL', jk)
     end
-    out[#out + 1] = 1
   else
+    out[i / 2] = 0
     if not f.err and f[1] == 'x:' .. ARGV[i + 1] and f[2] == 'running' then
-      done[#done + 1] = id
+      done_count = done_count + 1
+      done[done_count] = id
       let_go(id, f[3], f[4])
       redis.call('HDEL', jk, 'payload', 'tb')
       redis.call('HSET', jk, 'state', 'cancelled', 'fin', now, 'token', '', 'error', 'cancelled')
       if ttl > 0 then redis.call('PEXPIRE', jk, ttl) else redis.call('DEL', jk) end
     end
-    out[#out + 1] = 0
   end
 end
-for from = 1, #done, 4000 do  -- within Lua's unpack limit
-  redis.call('ZREM', leases, unpack(done, from, math.min(from + 3999, #done)))
+for from = 1, done_count, 4000 do  -- within Lua's unpack limit
+  redis.call('ZREM', leases, unpack(done, from, math.min(from + 3999, done_count)))
 end
 if freed and redis.call('LLEN', wake) == 0 then
   redis.call('RPUSH', wake, 1)
