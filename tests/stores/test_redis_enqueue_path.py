@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis
 
-from calmq.errors import QueueUnavailable, StoreError
+from calmq.errors import ConfigurationError, QueueUnavailable, StoreError
 from calmq.job import SCHEMA_VERSION, EnqueueOutcome, JobState, NewJob, QueueOverflow
 from calmq.settings import Settings
 from calmq.stores.base import Store
@@ -311,3 +311,7 @@ def test_the_shared_form_is_sent_only_for_jobs_that_differ_in_id_and_payload() -
                       throttle):  # fmt: skip
         assert two(**different)[1:3] == ["a", "tests.task"], different  # the 8-field form
     assert enqueue_args([job("a")])[1] == "a"  # one job: the 8-field form
+    with pytest.raises(ConfigurationError, match="must not be empty"):  # '' marks the template
+        enqueue_args([job("")])
+    with pytest.raises(ConfigurationError, match="must not be empty"):
+        enqueue_args([job("a"), job("")])

@@ -20,7 +20,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 
-from calmq.errors import StoreError
+from calmq.errors import ConfigurationError, StoreError
 from calmq.job import (
     SCHEMA_VERSION,
     EnqueueOutcome,
@@ -92,6 +92,8 @@ def enqueue_args(jobs: Sequence[NewJob]) -> list[Arg]:
         return args
     args = [SCHEMA_VERSION]
     for job in jobs:
+        if not job.id:  # '' marks the shared form's template
+            raise ConfigurationError("a job id must not be empty")
         run_at = job.run_at_ms
         args += (
             job.id, job.task, job.payload, job.priority, job.max_attempts,
@@ -107,8 +109,10 @@ def _shared_fields(jobs: Sequence[NewJob]) -> tuple[Arg, ...] | None:
     first = jobs[0]
     common = (first.task, first.priority, first.max_attempts, first.delay_ms, first.run_at_ms)
     for job in jobs:
-        if (job.task, job.priority, job.max_attempts, job.delay_ms, job.run_at_ms) != common or (
-            job.unique_key is not None or job.throttle_key is not None or job.lane is not None
+        if (
+            (job.task, job.priority, job.max_attempts, job.delay_ms, job.run_at_ms) != common
+            or (job.unique_key is not None or job.throttle_key is not None or job.lane is not None)
+            or not job.id
         ):
             return None
     run_at = first.run_at_ms

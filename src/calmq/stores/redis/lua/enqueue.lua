@@ -122,8 +122,8 @@ local function short_reply(states)
 end
 
 -- Write the hash of a new job from its fields at ARGV[f] and its payload ARGV[p] (numbers
--- kept as the text that arrived) with the given seq (text); `now_s` is num_text(now). Returns its state:
--- 'scheduled' when it runs later, else 'ready'. Fields at their defaults are left out and
+-- kept as the text that arrived) with the given seq (text); `now_s` is num_text(now).
+-- Returns its state: 'scheduled' when it runs later, else 'ready'. Fields at their defaults are left out and
 -- every reader applies the default: attempt 0, an empty token, the key's id, and for a job
 -- of priority 0 that runs now, its priority, run_at (= enq) and schema version (1). Each
 -- field costs the bulk path about 0.2 µs per job in Redis (5 %).
