@@ -50,9 +50,11 @@ class Acker:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if len(self.pending) < MAX_BATCH:
-                # Let acknowledgements gather for a moment: one call for many jobs. The
-                # leases cover the wait, and nobody waits on an acknowledgement.
+            if len(self.inflight) > len(self.pending) < MAX_BATCH:
+                # Other jobs still run: let their acknowledgements gather for a moment, one
+                # call for many jobs. The leases cover the wait, and nobody waits on an
+                # acknowledgement. With nothing else running none would come: no timer
+                # (a loop wake-up per job at a trickle).
                 await asyncio.sleep(ACK_LINGER)
             while self.pending:
                 batch, self.pending = self.pending[:MAX_BATCH], self.pending[MAX_BATCH:]
