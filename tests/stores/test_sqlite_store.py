@@ -770,3 +770,34 @@ def test_unique_sweep_visits_a_bounded_span_and_keeps_held_keys(
     duplicate = store.enqueue([job("again", unique_key="k01")])[0]
     assert duplicate.outcome == EnqueueOutcome.DUPLICATE
     assert store.enqueue([job("fresh", unique_key="k00")])[0].created
+
+
+def test_close_leaves_a_call_in_flight_on_another_thread_its_connection(
+    store: SqliteStore,
+) -> None:
+    # Closing a connection while another thread runs a statement on it can crash the
+    # process (a worker stopping while its I/O thread claims did, once). The call keeps its
+    # connection until it ends; then that connection is closed and new calls are refused.
+    inside, closed, done = threading.Event(), threading.Event(), threading.Event()
+    seen: list[object] = []
+
+    def call_in_flight() -> None:
+        with store._use("a long call") as conn:
+            inside.set()
+            assert closed.wait(20)
+            seen.append(conn.execute("SELECT 1").fetchone()[0])  # still open
+        seen.append(conn)
+        done.set()
+
+    worker = threading.Thread(target=call_in_flight)
+    worker.start()
+    assert inside.wait(20)
+    store.close()  # from this thread, during the other thread's call
+    closed.set()
+    assert done.wait(20)
+    worker.join(20)
+    assert seen[0] == 1
+    with pytest.raises(sqlite3.ProgrammingError):  # closed by its thread when the call ended
+        seen[1].execute("SELECT 1")  # type: ignore[attr-defined]
+    with pytest.raises(QueueUnavailable):
+        store.enqueue([NewJob(id="late", queue="q", task="t", payload=b"{}")])

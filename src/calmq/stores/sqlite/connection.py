@@ -38,6 +38,11 @@ class Connections:
         self._local = threading.local()
         self._registry_lock = threading.Lock()
         self._registry: list[tuple[threading.Thread, sqlite3.Connection]] = []
+        # Connections inside a store call right now, with how many calls deep (under
+        # _registry_lock): close() leaves them to their threads, which close them when the
+        # call ends. Closing a connection while another thread runs a statement on it can
+        # crash the process.
+        self._busy: dict[sqlite3.Connection, int] = {}
         self._shared: sqlite3.Connection | None = None
         self._shared_lock = threading.Lock()
 
@@ -121,12 +126,32 @@ class Connections:
         self._in_use += 1
         try:
             if self._shared is None:
-                with self._map_errors(action):
-                    yield self.thread_connection()
+                yield from self._use_own(action)
                 return
             yield from self._use_shared(action)
         finally:
             self._in_use -= 1
+
+    def _use_own(self, action: str) -> Iterator[sqlite3.Connection]:
+        # This thread's connection, marked busy for the call so that a close() from another
+        # thread leaves it open until the call ends.
+        with self._map_errors(action):
+            conn = self.thread_connection()
+        with self._registry_lock:
+            if self.closed:
+                raise QueueUnavailable("the SQLite store is closed", reason="closed")
+            self._busy[conn] = self._busy.get(conn, 0) + 1
+        try:
+            with self._map_errors(action):
+                yield conn
+        finally:
+            with self._registry_lock:
+                depth = self._busy.pop(conn) - 1
+                if depth:
+                    self._busy[conn] = depth
+                orphaned = self.closed and not depth
+            if orphaned:  # close() came during the call and left this one to us
+                conn.close()
 
     def in_use(self) -> int:
         """Store calls in flight right now (each on its thread's connection)."""
@@ -169,11 +194,13 @@ class Connections:
             raise _runtime_error(self._path, self._busy_timeout, action, exc) from exc
 
     def close(self) -> None:
-        """Close every connection this store opened. Idempotent."""
+        """Close every connection this store opened; one inside a call on another thread
+        is closed by that thread when the call ends (new calls are refused). Idempotent."""
         with self._registry_lock:
             self.closed = True
             registry, self._registry = self._registry, []
-        for _thread, conn in registry:
+            idle = [conn for _thread, conn in registry if conn not in self._busy]
+        for conn in idle:
             conn.close()
         if self._shared is not None and self._shared_lock.acquire(timeout=5):
             try:
