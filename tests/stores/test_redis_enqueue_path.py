@@ -177,6 +177,28 @@ def test_a_first_bulk_enqueue_loads_its_script_in_the_same_round_trip(
         store.close()
 
 
+def test_a_refused_script_load_does_not_stop_a_bulk_enqueue(
+    redis_server: RedisServer, raw: redis.Redis, key_prefix: str
+) -> None:
+    # A user without SCRIPT LOAD (an operator loads the scripts): the preload is refused,
+    # the calls run on the loaded script.
+    user, password = f"noload-{key_prefix}"[:60], "pw-noload"
+    keys = (f"~{key_prefix}:*", f"~{{{key_prefix}:*")
+    raw.execute_command("ACL", "SETUSER", user, "reset", "on", f">{password}", *keys, "+@all",
+                        "-script|load")  # fmt: skip
+    raw.script_load(script_source("enqueue"))
+    url = f"redis://{user}:{password}@127.0.0.1:{redis_server.port}/0"
+    store = RedisStore(url, Settings(url=url, key_prefix=key_prefix))
+    try:
+        results: list[bool] = []
+        chunks = [[job(f"n{c}-{i}") for i in range(2)] for c in range(3)]
+        store.enqueue_chunks(chunks, lambda chunk, done: results.extend(r.created for r in done))
+        assert results == [True] * 6
+    finally:
+        store.close()
+        raw.execute_command("ACL", "DELUSER", user)
+
+
 def test_lean_path_honours_the_bounded_pool(redis_server: RedisServer, key_prefix: str) -> None:
     settings = Settings(url=redis_server.url, key_prefix=key_prefix, pool_size=1,
                         pool_timeout=0.2)  # fmt: skip

@@ -211,11 +211,11 @@ class Scripts:
                 sent.append((keys, args))
                 unread += 1
             if preload:
-                loaded = read_reply(conn)
+                # Refused (an ACL without SCRIPT LOAD)? The calls still run if the script is
+                # loaded already, and a NOSCRIPT among them is handled as always below.
+                if not isinstance(read_reply(conn), ResponseError):
+                    self._seen_loaded.add(name)
                 unread -= 1
-                if isinstance(loaded, ResponseError):
-                    raise loaded
-                self._seen_loaded.add(name)
             held: dict[int, Any] = {}  # replies after the first NOSCRIPT, kept in order
             for i in range(len(sent)):
                 value = read_reply(conn)
