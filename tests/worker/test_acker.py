@@ -1,22 +1,29 @@
-"""Acknowledgements: batched while other jobs still run, sent at once for a lone job.
+"""Acknowledgements: batched while other jobs still run, sent at once for a lone job (by
+the lane thread that ran it, in the threads pool).
 
 The linger is set far beyond the tests' deadlines where it must not apply, so a lone job
-that waited for it fails the test instead of passing late. Real stores; nothing mocked.
+that waited for it fails the test instead of passing late. Real stores; nothing mocked (the
+worker tests wrap the store's ``complete`` to record which thread called it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from calmq import App, JobState, Settings
 from calmq.job import ClaimedJob, NewJob, new_job_id
 from calmq.stores.base import Store
 from calmq.worker import acker as acker_module
 from calmq.worker.acker import Acker
 from calmq.worker.lease_keeper import InFlight
+from calmq.worker.worker import Worker, WorkerConfig
+from tests.jobs import lines, make_app
 
 QUEUE = "default"
 
@@ -96,3 +103,81 @@ async def test_acknowledgements_gather_while_other_jobs_run(
         assert recorder.calls[1:] == [[third.id]] and recorder.acked == [True] * 3
     finally:
         task.cancel()
+
+
+# --- through a worker: who sends the acknowledgement ----------------------------------------
+def run_recording_threads(app: App, until: Callable[[], bool]) -> tuple[Worker, list[str]]:
+    """Run a threads-pool worker until ``until()``; the names of the threads that sent each
+    acknowledgement (the worker's own store, instrumented: it still does the work)."""
+    worker = Worker(app, WorkerConfig(concurrency=4, lease=5, max_idle_wait=0.05))
+    senders: list[str] = []
+    complete = worker.store.complete
+
+    def recording_complete(queue: str, leases: list[Any]) -> list[bool]:
+        senders.append(threading.current_thread().name)
+        return complete(queue, leases)
+
+    worker.store.complete = recording_complete  # type: ignore[method-assign]
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        try:
+            await until_async(until)
+        finally:
+            worker.request_stop()
+            await runner
+
+    asyncio.run(asyncio.wait_for(main(), 60))
+    return worker, senders
+
+
+async def until_async(condition: Callable[[], bool], deadline: float = 30.0) -> None:
+    await until(condition, deadline)
+
+
+def test_a_lone_sync_job_is_acknowledged_by_the_thread_that_ran_it(
+    store_settings: Settings, tmp_path: Path
+) -> None:
+    app = make_app(store_settings)
+    out = tmp_path / "out.txt"
+    try:
+        job = app.enqueue("append", str(out), "one")
+        worker, senders = run_recording_threads(app, lambda: len(lines(out)) == 1 and (
+            (info := app.store.get_job("default", job.id)) is not None
+            and info.state is JobState.SUCCEEDED))  # fmt: skip
+        assert len(senders) == 1 and senders[0].startswith("calmq-job"), senders
+        assert (worker.stats.succeeded, worker.stats.stale_acks) == (1, 0)
+    finally:
+        app.close()
+
+
+def test_jobs_that_end_together_are_acknowledged_in_batches(
+    store_settings: Settings, tmp_path: Path
+) -> None:
+    app = make_app(store_settings)
+    out, gate = tmp_path / "out.txt", tmp_path / "gate"
+    try:
+        for _ in range(3):
+            app.enqueue("wait_for_file", str(out), str(gate), 30.0)
+
+        def all_started_then_open() -> bool:
+            if sum(line.startswith("start") for line in lines(out)) == 3:
+                gate.touch()
+            return sum(line.startswith("end") for line in lines(out)) == 3
+
+        worker, senders = run_recording_threads(
+            app, lambda: all_started_then_open() and worker_done(app)
+        )
+        # The first to end saw the others running: its acknowledgement waited for company on
+        # the acknowledgement thread. Every job was acknowledged once.
+        assert "calmq-ack" in {name.rsplit("_", 1)[0] for name in senders}, senders
+        assert len(senders) <= 3
+        assert (worker.stats.succeeded, worker.stats.stale_acks) == (3, 0)
+    finally:
+        app.close()
+
+
+def worker_done(app: App) -> bool:
+    """No job of the queue holds a lease: every one was acknowledged."""
+    counts = app.store.counts(["default"])
+    return not counts or counts[0].running == 0

@@ -186,7 +186,9 @@ def test_a_prestarted_job_is_reported_once_even_if_it_ends_before_start(
         outcomes: list[tuple[str, Outcome]] = []
 
         async def main() -> None:
-            running = RunningJobs(Executor(app), 4, lambda job, o, _: outcomes.append((job.id, o)))
+            running = RunningJobs(
+                Executor(app), 4, lambda job, o, _ms, _acked: outcomes.append((job.id, o))
+            )
             try:
                 async with asyncio.timeout(30):
                     running.prestart(claimed)

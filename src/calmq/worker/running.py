@@ -20,12 +20,32 @@ from calmq.context import JobContext, reset_current, set_current
 from calmq.job import ClaimedJob
 from calmq.serializers import Envelope
 from calmq.task import Task
-from calmq.worker.executor import Executor, Outcome, timed_out
+from calmq.worker.executor import Executor, Outcome, OutcomeKind, timed_out
 from calmq.worker.threads import ThreadLane
 
 log = logging.getLogger("calmq.worker")
 
-OnOutcome = Callable[[ClaimedJob, Outcome, float], None]
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Acked:
+    """The store's answer to an acknowledgement the job's own lane thread sent: True taken,
+    False not ours any more (lease lost, cancelled), None unknown."""
+
+    taken: bool | None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _AckedOutcome:
+    outcome: Outcome
+    acked: Acked
+
+
+#: Called with each finished job, its outcome, its run time (ms) and, when its lane thread
+#: acknowledged it already, the store's answer.
+OnOutcome = Callable[[ClaimedJob, Outcome, float, Acked | None], None]
+#: Acknowledges a lone job on the lane thread that ran it; None when it could not (the
+#: worker's acknowledger takes the job then).
+AckHere = Callable[[ClaimedJob], Acked | None]
 #: Longest the solo pool runs jobs back to back before the event loop gets a turn (for
 #: acknowledgements, claims, lease news, signals). One loop callback per job cost more than a
 #: short job itself.
@@ -41,6 +61,7 @@ class Running:
     timer: asyncio.TimerHandle | None = None  # sync jobs with a timeout
     timeout: float | None = None  # prestarted sync jobs: the timer to set when registered
     early: Outcome | None = None  # prestarted sync jobs that ended before they were registered
+    early_acked: Acked | None = None  # ...and were acknowledged by their lane thread
 
 
 class Wakeup:
@@ -75,8 +96,9 @@ class RunningJobs:
     """Runs jobs up to ``concurrency`` at once and reports each outcome once."""
 
     def __init__(
-        self, executor: Executor, concurrency: int, on_outcome: OnOutcome, *, solo: bool = False
-    ) -> None:
+        self, executor: Executor, concurrency: int, on_outcome: OnOutcome, *, solo: bool = False,
+        ack_here: AckHere | None = None,
+    ) -> None:  # fmt: skip
         self.executor = executor
         self.solo = solo
         self.concurrency = concurrency
@@ -87,7 +109,9 @@ class RunningJobs:
         self._loop = loop
         #: Notified whenever a slot frees up.
         self.wakeup = Wakeup(loop)
-        self.lane = None if solo else ThreadLane(loop, concurrency, self._deliver_sync)
+        self.ack_here = ack_here
+        after = self._after_on_lane if ack_here is not None else None
+        self.lane = None if solo else ThreadLane(loop, concurrency, self._deliver_sync, after)
         # Sync jobs a claiming thread already put on the lane, until start() registers them.
         self._prestarted: dict[str, Running] = {}
         # Solo pool: sync jobs waiting for their turn on the loop, run in slices.
@@ -149,7 +173,7 @@ class RunningJobs:
             return False
         self._running[job_id] = entry
         if entry.early is not None:
-            self._finish(job_id, entry.early)
+            self._finish(job_id, entry.early, entry.early_acked)
         else:
             self._arm_timeout(entry, entry.timeout)
         return True
@@ -198,16 +222,40 @@ class RunningJobs:
             else:
                 self._solo_scheduled = False
 
+    def _after_on_lane(self, key: object, outcome: Any) -> Any:
+        """On the lane thread, right after a sync job: one that succeeded while no other job
+        of this worker runs is acknowledged here (``ack_here``), sparing the acknowledgement
+        thread and a loop wake-up (each a scheduler wake-up, at a trickle most of a job's
+        cost); the store's answer then travels with the outcome. Under load the acknowledger
+        batches as before."""
+        assert isinstance(key, Running)
+        assert self.ack_here is not None
+        job_id = key.job.id
+        if (
+            not isinstance(outcome, Outcome)
+            or outcome.kind is not OutcomeKind.SUCCEEDED
+            or len(self._running) + len(self._prestarted) > 1
+            or (self._running.get(job_id) is not key and self._prestarted.get(job_id) is not key)
+        ):
+            return outcome
+        acked = self.ack_here(key.job)
+        return outcome if acked is None else _AckedOutcome(outcome, acked)
+
     def _deliver_sync(self, batch: list[tuple[object, Any]]) -> None:
-        for entry, outcome in batch:
+        for entry, result in batch:
             assert isinstance(entry, Running)
-            # Gone means timed out, lease lost or cancelled at stop: the result is ignored.
+            outcome, acked = result, None
+            if isinstance(result, _AckedOutcome):
+                outcome, acked = result.outcome, result.acked
+            # Gone means timed out, lease lost or cancelled at stop: the result is ignored
+            # (an acknowledgement sent meanwhile was settled by the store's fencing token).
             if self._running.get(entry.job.id) is entry:
                 if entry.timer is not None:
                     entry.timer.cancel()
-                self._finish(entry.job.id, outcome)
+                self._finish(entry.job.id, outcome, acked)
             elif self._prestarted.get(entry.job.id) is entry:
-                entry.early = outcome  # ended before start() registered it: finished there
+                # Ended before start() registered it: finished there.
+                entry.early, entry.early_acked = outcome, acked
 
     def _sync_timed_out(self, entry: Running, timeout: float) -> None:
         if self._running.get(entry.job.id) is not entry:
@@ -219,11 +267,12 @@ class RunningJobs:
                     entry.job.id, entry.job.task, timeout)  # fmt: skip
         self._finish(entry.job.id, timed_out(timeout))
 
-    def _finish(self, job_id: str, outcome: Outcome) -> None:
+    def _finish(self, job_id: str, outcome: Outcome, acked: Acked | None = None) -> None:
         entry = self._running.pop(job_id)
         self._changed.set()
         self.wakeup.notify()
-        self.on_outcome(entry.job, outcome, (time.perf_counter() - entry.started) * 1000.0)
+        run_ms = (time.perf_counter() - entry.started) * 1000.0
+        self.on_outcome(entry.job, outcome, run_ms, acked)
 
     def forget(self, job_id: str) -> bool:
         """Stop tracking a job whose lease is gone; cancel it if it is async. True if it ran."""

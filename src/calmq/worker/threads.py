@@ -12,10 +12,13 @@ to finish on its own and a fresh thread takes its place so capacity holds.
 from __future__ import annotations
 
 import asyncio
+import logging
 import queue
 import threading
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("calmq.worker")
 
 #: A unit of work for a lane thread: called in the thread, returns what ``deliver`` gets.
 Work = Callable[[], Any]
@@ -27,9 +30,14 @@ class ThreadLane:
     def __init__(
         self, loop: asyncio.AbstractEventLoop, size: int,
         deliver: Callable[[list[tuple[object, Any]]], None],
+        after: Callable[[object, Any], Any] | None = None,
     ) -> None:  # fmt: skip
+        """``after(key, result)``, when given, runs on the lane thread once ``work`` returned
+        and gives what ``deliver`` receives instead (it must not raise; if it does, the
+        result goes on unchanged)."""
         self._loop = loop
         self._deliver = deliver
+        self._after = after
         self._inbox: queue.SimpleQueue[tuple[object, Work] | None] = queue.SimpleQueue()
         self._outbox: list[tuple[object, Any]] = []
         self._outbox_lock = threading.Lock()
@@ -67,6 +75,11 @@ class ThreadLane:
                 return
             key, work = item
             result = work()
+            if self._after is not None:
+                try:
+                    result = self._after(key, result)
+                except Exception:  # a bug there must not lose the job's outcome
+                    log.exception("lane: after-job step failed; the result goes on as it was")
             with self._outbox_lock:
                 self._outbox.append((key, result))
                 wake = not self._scheduled

@@ -39,7 +39,7 @@ from calmq.worker.fetcher import Fetcher
 from calmq.worker.heartbeat import Heartbeat, versions
 from calmq.worker.lease_keeper import InFlight, LeaseKeeper
 from calmq.worker.maintenance import Maintenance
-from calmq.worker.running import RunningJobs
+from calmq.worker.running import Acked, RunningJobs
 from calmq.worker.stats import WorkerStats
 
 log = logging.getLogger("calmq.worker")
@@ -136,7 +136,7 @@ class Worker:
         if CAP_MULTI_PROCESS not in app.store.capabilities:
             return app.store
         # One connection each for the I/O, acknowledgement, waiter and lease-keeper threads,
-        # and one to spare.
+        # and one to spare (a lone job's acknowledgement from its lane thread takes it).
         relaxed = app.settings.replace(
             pool_size=5, pool_timeout=5.0, command_timeout=5.0, connect_timeout=2.0
         )
@@ -196,7 +196,7 @@ class Worker:
         self._stopping, self._hard_stop = asyncio.Event(), asyncio.Event()
         self.jobs = RunningJobs(
             self.executor, self.config.concurrency, self._on_outcome,
-            solo=self.config.pool == "solo",
+            solo=self.config.pool == "solo", ack_here=self._ack_here,
         )  # fmt: skip
         self.fetcher = Fetcher(
             self.store, self.config.queues, lease_ms=self.lease_ms, run_io=self._run_io,
@@ -332,11 +332,18 @@ class Worker:
                 self._emit(EventKind.CLAIMED, job)
         self.jobs.start(claimed)
 
-    def _on_outcome(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
-        """Every finished job comes here once: acknowledge it or record the failure."""
+    def _on_outcome(
+        self, job: ClaimedJob, outcome: Outcome, run_ms: float, acked: Acked | None
+    ) -> None:
+        """Every finished job comes here once: acknowledge it (unless its lane thread did,
+        ``acked``) or record the failure."""
         self.stats.sample(job.wait_ms, run_ms)
         if outcome.kind is OutcomeKind.SUCCEEDED:
-            self.acker.add(job, run_ms)
+            if acked is None:
+                self.acker.add(job, run_ms)
+            else:
+                self.acker.calls += 1
+                self._on_acked([(job, run_ms)], [acked.taken])
         else:
             recording = asyncio.create_task(self._record_failure(job, outcome, run_ms))
             self._recording.add(recording)
@@ -346,6 +353,16 @@ class Worker:
                       " their threads", self.executor.abandoned_threads)  # fmt: skip
             self.exit_code = EXIT_RESTART
             self.request_stop()
+
+    def _ack_here(self, job: ClaimedJob) -> Acked | None:
+        """Acknowledge a lone job on the lane thread that ran it (``RunningJobs``); None when
+        the store call failed: the acknowledger then takes the job, with its retries."""
+        try:
+            taken = self.store.complete(job.queue, [job.lease])[0]
+        except CalmqError:
+            return None
+        self.inflight.remove(job.id)
+        return Acked(taken)
 
     async def _record_failure(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
         retry_in = self._retry_delay(job, outcome)
