@@ -106,8 +106,8 @@ async def test_acknowledgements_gather_while_other_jobs_run(
 
 
 # --- through a worker: who sends the acknowledgement ----------------------------------------
-def run_recording_threads(app: App, until: Callable[[], bool]) -> tuple[Worker, list[str]]:
-    """Run a threads-pool worker until ``until()``; the names of the threads that sent each
+def run_recording_threads(app: App, done: Callable[[], bool]) -> tuple[Worker, list[str]]:
+    """Run a threads-pool worker until ``done()``; the names of the threads that sent each
     acknowledgement (the worker's own store, instrumented: it still does the work)."""
     worker = Worker(app, WorkerConfig(concurrency=4, lease=5, max_idle_wait=0.05))
     senders: list[str] = []
@@ -122,17 +122,13 @@ def run_recording_threads(app: App, until: Callable[[], bool]) -> tuple[Worker, 
     async def main() -> None:
         runner = asyncio.create_task(worker.run())
         try:
-            await until_async(until)
+            await until(done, 30.0)
         finally:
             worker.request_stop()
             await runner
 
     asyncio.run(asyncio.wait_for(main(), 60))
     return worker, senders
-
-
-async def until_async(condition: Callable[[], bool], deadline: float = 30.0) -> None:
-    await until(condition, deadline)
 
 
 def test_a_lone_sync_job_is_acknowledged_by_the_thread_that_ran_it(

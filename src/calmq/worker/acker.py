@@ -46,13 +46,29 @@ class Acker:
         self._idle.clear()
         self._wake.set()
 
+    def complete_alone(self, job: ClaimedJob) -> bool | None:
+        """Acknowledge one job right here, on the calling thread (the lane thread that ran
+        it, when no other job runs): one store call, no retries; a ``CalmqError`` means the
+        job is still to acknowledge (through :meth:`add`). Its lease is let go at once, so
+        the lease keeper never reports it lost; :meth:`report_alone` finishes on the loop."""
+        taken: bool | None = self.store_complete(job.queue, [job.lease])[0]
+        self.inflight.remove(job.id)
+        return taken
+
+    def report_alone(self, job: ClaimedJob, run_ms: float, taken: bool | None) -> None:
+        """On the loop: what a batch's completion does, for a job :meth:`complete_alone`
+        acknowledged."""
+        self.calls += 1
+        self.on_acked([(job, run_ms)], [taken])
+
     async def run_forever(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            if len(self.inflight) > len(self.pending) < MAX_BATCH:
-                # Other jobs still run: let their acknowledgements gather for a moment, one
-                # call for many jobs. The leases cover the wait, and nobody waits on an
+            others_run = len(self.inflight) > len(self.pending)
+            if others_run and len(self.pending) < MAX_BATCH:
+                # Let the acknowledgements of the jobs still running gather for a moment,
+                # one call for many jobs. The leases cover the wait, and nobody waits on an
                 # acknowledgement. With nothing else running none would come: no timer
                 # (a loop wake-up per job at a trickle).
                 await asyncio.sleep(ACK_LINGER)

@@ -342,8 +342,7 @@ class Worker:
             if acked is None:
                 self.acker.add(job, run_ms)
             else:
-                self.acker.calls += 1
-                self._on_acked([(job, run_ms)], [acked.taken])
+                self.acker.report_alone(job, run_ms, acked.taken)
         else:
             recording = asyncio.create_task(self._record_failure(job, outcome, run_ms))
             self._recording.add(recording)
@@ -358,11 +357,9 @@ class Worker:
         """Acknowledge a lone job on the lane thread that ran it (``RunningJobs``); None when
         the store call failed: the acknowledger then takes the job, with its retries."""
         try:
-            taken = self.store.complete(job.queue, [job.lease])[0]
+            return Acked(self.acker.complete_alone(job))
         except CalmqError:
             return None
-        self.inflight.remove(job.id)
-        return Acked(taken)
 
     async def _record_failure(self, job: ClaimedJob, outcome: Outcome, run_ms: float) -> None:
         retry_in = self._retry_delay(job, outcome)

@@ -94,13 +94,14 @@ def enqueue_args(jobs: Sequence[NewJob]) -> list[Arg]:
     for job in jobs:
         if not job.id:  # '' marks the shared form's template
             raise ConfigurationError("a job id must not be empty")
-        run_at = job.run_at_ms
-        args += (
-            job.id, job.task, job.payload, job.priority, job.max_attempts,
-            job.delay_ms if job.delay_ms > 0 else 0, "" if run_at is None else run_at,
-        )  # fmt: skip
+        args += (job.id, job.task, job.payload, job.priority, job.max_attempts, *_timing(job))
         args += control_args(job)
     return args
+
+
+def _timing(job: NewJob) -> tuple[Arg, Arg]:
+    """A job's delay_ms and run_at_ms fields of enqueue.lua (0 and '' for none)."""
+    return (job.delay_ms if job.delay_ms > 0 else 0, "" if job.run_at_ms is None else job.run_at_ms)
 
 
 def _shared_fields(jobs: Sequence[NewJob]) -> tuple[Arg, ...] | None:
@@ -115,10 +116,7 @@ def _shared_fields(jobs: Sequence[NewJob]) -> tuple[Arg, ...] | None:
             or not job.id
         ):
             return None
-    run_at = first.run_at_ms
-    return (first.task, "", first.priority, first.max_attempts,
-            first.delay_ms if first.delay_ms > 0 else 0, "" if run_at is None else run_at,
-            "")  # fmt: skip
+    return (first.task, "", first.priority, first.max_attempts, *_timing(first), "")
 
 
 def control_args(job: NewJob) -> tuple[Arg, ...]:
