@@ -46,14 +46,9 @@ class Threads:
             self.io, functools.partial(fn, *args)
         )
 
-    async def run_wait(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(
-            self.waiter, functools.partial(fn, *args)
-        )
-
     def fetcher(self, store: Store) -> Fetcher:
         return Fetcher(store, [QUEUE], lease_ms=30_000, run_io=self.run_io,
-                       run_wait=self.run_wait, max_idle_wait=NEVER)  # fmt: skip
+                       waiter=self.waiter, max_idle_wait=NEVER)  # fmt: skip
 
     def close(self) -> None:
         """Wait for the threads to finish what they run (a wait ends on a wake-up)."""
@@ -70,7 +65,7 @@ def test_a_wake_up_claims_on_the_waiter_thread(redis_store: Store, threads: Thre
     async def main() -> tuple[str, list[str]]:
         fetcher = threads.fetcher(redis_store)
         assert await fetcher.claim(4) == [] and fetcher.drained
-        waiting = asyncio.create_task(fetcher.wait_then_claim(asyncio.Event(), 4))
+        waiting = asyncio.create_task(fetcher.wait_then_claim(4))
         job_id = await asyncio.to_thread(enqueue, redis_store)
         jobs = await asyncio.wait_for(waiting, 30)
         assert fetcher.drained  # one job for four slots: the queue ran dry
@@ -80,6 +75,26 @@ def test_a_wake_up_claims_on_the_waiter_thread(redis_store: Store, threads: Thre
     threads.close()
     assert claimed == [job_id]
     assert redis_store.claim(QUEUE, limit=10, lease_ms=30_000).jobs == []
+
+
+def test_an_idle_wait_costs_the_loop_no_task(redis_store: Store, threads: Threads) -> None:
+    """The wait is one loop future that the waiter thread resolves: no task for the store
+    call, none for the stop (at a trickle, each costs the loop more than the job does)."""
+
+    async def main() -> tuple[int, int]:
+        fetcher = threads.fetcher(redis_store)
+        await fetcher.claim(4)
+        before = len(asyncio.all_tasks())
+        waiting = asyncio.create_task(fetcher.wait_then_claim(4))
+        await asyncio.sleep(0.05)  # in the store wait by now
+        during = len(asyncio.all_tasks())
+        await asyncio.to_thread(enqueue, redis_store)
+        await asyncio.wait_for(waiting, 30)
+        return before, during
+
+    before, during = asyncio.run(main())
+    threads.close()
+    assert during == before + 1  # the test's own task, nothing else
 
 
 def test_an_abandoned_wait_is_resumed_not_queued_behind(
@@ -113,11 +128,11 @@ def test_a_stop_during_the_wait_leaves_new_jobs_in_the_queue(
     async def main() -> list[object]:
         fetcher = threads.fetcher(store)
         await fetcher.claim(4)
-        stopping = asyncio.Event()
-        waiting = asyncio.create_task(fetcher.wait_then_claim(stopping, 4))
+        waiting = asyncio.create_task(fetcher.wait_then_claim(4))
         await asyncio.sleep(0)
-        stopping.set()
+        fetcher.stop_waiting()
         assert await asyncio.wait_for(waiting, 30) == []
+        assert await fetcher.wait_then_claim(4) == []  # stopped for good: no new wait
         left = await threads.run_io(fetcher.close)
         await asyncio.to_thread(enqueue, store)  # wakes the store wait still running
         return left

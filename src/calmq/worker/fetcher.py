@@ -11,7 +11,9 @@ idle worker costs no hop through the event loop and the I/O thread before its cl
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import random
 import threading
@@ -33,14 +35,16 @@ class Fetcher:
 
     def __init__(
         self, store: Store, queues: Sequence[str], *, lease_ms: int, run_io: RunIO,
-        run_wait: RunIO, weights: Mapping[str, float] | None = None, max_idle_wait: float = 1.0,
+        waiter: concurrent.futures.Executor, weights: Mapping[str, float] | None = None,
+        max_idle_wait: float = 1.0,
     ) -> None:  # fmt: skip
+        """``waiter`` runs the store waits (one thread: a wait blocks it until a wake-up)."""
         self.store = store
         self.queues = list(queues)
         self.weights = dict(weights or {})
         self.lease_ms = lease_ms
         self.run_io = run_io
-        self.run_wait = run_wait
+        self.waiter = waiter
         self.max_idle_wait = max_idle_wait
         #: Store-clock ms until the earliest scheduled job is due (None: nothing scheduled).
         self.next_due_in_ms: int | None = None
@@ -58,6 +62,10 @@ class Fetcher:
         self._gate = threading.Lock()
         self._closed = False
         self._handed_off: list[ClaimedJob] | None = None
+        # The loop's side of a wait_then_claim in flight, and whether the worker stopped
+        # waiting for good (stop_waiting): a stop resolves it without the waiter thread.
+        self._idle: asyncio.Future[None] | None = None
+        self._stopped = False
         self._rng = random.Random()  # noqa: S311 - fairness, not security
 
     def order(self) -> list[str]:
@@ -113,7 +121,7 @@ class Fetcher:
         return jobs
 
     async def wait_then_claim(
-        self, stopping: asyncio.Event, free_slots: int, prestart: OnClaimed | None = None
+        self, free_slots: int, prestart: OnClaimed | None = None
     ) -> list[ClaimedJob]:
         """Wait for work as :meth:`wait_for_work` does, then claim up to ``free_slots`` jobs
         right there on the waiter thread: a wake-up becomes a claim without a hop to the
@@ -122,27 +130,56 @@ class Fetcher:
 
         ``prestart``, if given, gets the claimed jobs on the waiter thread before they are
         returned (the worker starts sync jobs from there, see ``RunningJobs.prestart``).
-        Must not be abandoned: on a stop request it returns ``[]`` and the claim it may
-        still make is refused, or its jobs are handed back by :meth:`close`.
+        Must not be abandoned: after :meth:`stop_waiting` it returns ``[]``, and the claim
+        the waiter thread may still make is refused, or its jobs are handed back by
+        :meth:`close`.
         """
-        if self._wait is not None:  # a plain wait left running: let it finish first
-            await self.wait_for_work(stopping)
+        plain = self._wait  # a plain wait left running: let it finish first
+        if plain is not None:
+            if not await self._unless_stopped(plain, plain.add_done_callback):
+                return []
+            self._wait_ended(plain)
+        if self._stopped:
+            return []
         timeout = self.max_idle_wait
         if self.next_due_in_ms is not None:
             timeout = min(timeout, self.next_due_in_ms / 1000.0)
-        waiter = asyncio.ensure_future(
-            self.run_wait(self._wait_then_claim, timeout, free_slots, prestart)
-        )
-        stopper = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if not waiter.done():
+        claim = self.waiter.submit(self._wait_then_claim, timeout, free_slots, prestart)
+        loop = asyncio.get_running_loop()
+        # The waiter thread wakes the loop once; a task for the wait and another for the
+        # stop, joined by asyncio.wait, cost the loop five passes per idle wait: at a
+        # trickle, more than the rest of its work on the job.
+        if not await self._unless_stopped(
+            claim, lambda wake: claim.add_done_callback(functools.partial(_wake_from, loop, wake))
+        ):
             return []  # stopping: close() collects whatever the waiter still claims
         self._handed_off = None
-        jobs: list[ClaimedJob] = waiter.result()
-        return jobs
+        return claim.result()
+
+    async def _unless_stopped(
+        self, future: asyncio.Future[Any] | concurrent.futures.Future[Any],
+        on_done: Callable[[Callable[[object], None]], object],
+    ) -> bool:  # fmt: skip
+        """Wait until ``future`` is done (True) or :meth:`stop_waiting` (False), with one
+        loop future and no task; ``on_done(wake)`` arranges for ``wake`` to be called on the
+        loop when ``future`` is done."""
+        if self._stopped:
+            return bool(future.done())
+        idle = self._idle = asyncio.get_running_loop().create_future()
+        on_done(functools.partial(_wake, idle))
+        try:
+            await idle
+        finally:
+            self._idle = None
+        return bool(future.done())
+
+    def stop_waiting(self) -> None:
+        """On the loop, for good: a :meth:`wait_then_claim` in flight returns ``[]`` now (its
+        store wait runs out on the waiter thread) and later ones return ``[]`` at once."""
+        self._stopped = True
+        idle = self._idle
+        if idle is not None and not idle.done():
+            idle.set_result(None)
 
     def _wait_then_claim(
         self, timeout: float, free_slots: int, prestart: OnClaimed | None = None
@@ -205,8 +242,8 @@ class Fetcher:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if self._wait is None:
-            self._wait = asyncio.ensure_future(
-                self.run_wait(self.store.wait_for_work, self.queues, timeout)
+            self._wait = loop.run_in_executor(
+                self.waiter, self.store.wait_for_work, self.queues, timeout
             )
             self._wait_deadline = deadline
         waiter = self._wait
@@ -219,6 +256,22 @@ class Fetcher:
         finally:
             stopper.cancel()
         if waiter.done():
-            self._wait = None
-            if not waiter.cancelled():
-                waiter.exception()  # retrieved, so asyncio does not warn; errors surface on claim
+            self._wait_ended(waiter)
+
+    def _wait_ended(self, wait: asyncio.Future[Any]) -> None:
+        self._wait = None
+        if not wait.cancelled():
+            wait.exception()  # retrieved, so asyncio does not warn; errors surface on claim
+
+
+def _wake(idle: asyncio.Future[None], _done: object) -> None:
+    if not idle.done():
+        idle.set_result(None)
+
+
+def _wake_from(
+    loop: asyncio.AbstractEventLoop, wake: Callable[[object], None], done: object
+) -> None:
+    """On the waiter thread: call ``wake`` on the loop."""
+    with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
+        loop.call_soon_threadsafe(wake, done)

@@ -157,9 +157,7 @@ class Worker:
                         # The queues ran dry: claiming before a wake-up (enqueue, freed lane,
                         # due job) would find nothing. Freed slots alone make nothing
                         # claimable, so running jobs are not waited on.
-                        claimed = await self.fetcher.wait_then_claim(
-                            self.stopping, free, self.jobs.prestart
-                        )
+                        claimed = await self.fetcher.wait_then_claim(free, self.jobs.prestart)
                     else:
                         claimed = await self.fetcher.claim(free)
                     failures = 0
@@ -200,7 +198,7 @@ class Worker:
         )  # fmt: skip
         self.fetcher = Fetcher(
             self.store, self.config.queues, lease_ms=self.lease_ms, run_io=self._run_io,
-            run_wait=self._run_wait, weights=self.config.weights,
+            waiter=self._waiter, weights=self.config.weights,
             max_idle_wait=self.config.max_idle_wait,
         )  # fmt: skip
         self.acker = Acker(self.store.complete, self.inflight, self._run_ack_io, self._on_acked)
@@ -254,10 +252,12 @@ class Worker:
                 self.config.grace,
             )
             self._stopping.set()
+            self.fetcher.stop_waiting()
             self.jobs.wakeup.notify()
 
     async def _stop(self) -> None:
         self.stopping.set()
+        self.fetcher.stop_waiting()
         # Jobs claimed on the waiter thread as the stop came (maybe already running): they
         # run out within the grace period like every other running job.
         leftover = await self._run_io(self.fetcher.close)
@@ -503,9 +503,6 @@ class Worker:
     async def _run_ack_io(self, fn: Callable[..., T], *args: Any) -> T:
         """Run an acknowledgement on its own thread, beside the claims on the I/O thread."""
         return await _run_in(self._ack_io, fn, *args)
-
-    async def _run_wait(self, fn: Callable[..., T], *args: Any) -> T:
-        return await _run_in(self._waiter, fn, *args)
 
 
 async def _run_in(
