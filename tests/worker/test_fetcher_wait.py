@@ -151,10 +151,10 @@ def test_jobs_claimed_as_the_stop_came_are_handed_back(
     fetcher = threads.fetcher(redis_store)
     job_id = enqueue(redis_store)
     # What the waiter thread does when its wait ends; the loop, stopping, never takes it.
-    claimed = fetcher._wait_then_claim(0.0, 4)
+    claimed, _ = fetcher._wait_then_claim(0.0, 4)
     assert [job.id for job in claimed] == [job_id]
     assert [job.id for job in fetcher.close()] == [job_id]
-    assert fetcher._wait_then_claim(0.0, 4) == []  # closed: no more claims
+    assert fetcher._wait_then_claim(0.0, 4) == ([], None)  # closed: no more claims
     threads.close()
 
 

@@ -27,7 +27,8 @@ from calmq.stores.base import CAP_CLAIM_WITH_WAIT, Store
 T = TypeVar("T")
 log = logging.getLogger("calmq.worker")
 RunIO = Callable[..., Awaitable[Any]]
-OnClaimed = Callable[[list[ClaimedJob]], None]
+#: Gets a claim's jobs on the waiter thread; may return work for that thread to run itself.
+OnClaimed = Callable[[list[ClaimedJob]], Callable[[], object] | None]
 
 
 class Fetcher:
@@ -38,7 +39,9 @@ class Fetcher:
         waiter: concurrent.futures.Executor, weights: Mapping[str, float] | None = None,
         max_idle_wait: float = 1.0,
     ) -> None:  # fmt: skip
-        """``waiter`` runs the store waits (one thread: a wait blocks it until a wake-up)."""
+        """``waiter`` runs the store waits. Give it two threads when ``prestart`` (see
+        :meth:`wait_then_claim`) may leave a job to the waiter thread: the next wait then
+        need not wait for that job."""
         self.store = store
         self.queues = list(queues)
         self.weights = dict(weights or {})
@@ -64,7 +67,7 @@ class Fetcher:
         self._handed_off: list[ClaimedJob] | None = None
         # The loop's side of a wait_then_claim in flight, and whether the worker stopped
         # waiting for good (stop_waiting): a stop resolves it without the waiter thread.
-        self._idle: asyncio.Future[None] | None = None
+        self._idle: asyncio.Future[Any] | None = None
         self._stopped = False
         self._rng = random.Random()  # noqa: S311 - fairness, not security
 
@@ -129,49 +132,48 @@ class Fetcher:
         host: in a traced worker they were a large part of the slowest enqueue-to-starts).
 
         ``prestart``, if given, gets the claimed jobs on the waiter thread before they are
-        returned (the worker starts sync jobs from there, see ``RunningJobs.prestart``).
-        Must not be abandoned: after :meth:`stop_waiting` it returns ``[]``, and the claim
-        the waiter thread may still make is refused, or its jobs are handed back by
-        :meth:`close`.
+        handed to the loop (the worker starts sync jobs from there, see
+        ``RunningJobs.prestart``); the work it may return, the waiter thread runs itself
+        once the loop has the jobs. Must not be abandoned: after :meth:`stop_waiting` it
+        returns ``[]``, and the claim the waiter thread may still make is refused, or its
+        jobs are handed back by :meth:`close`.
         """
         plain = self._wait  # a plain wait left running: let it finish first
         if plain is not None:
-            if not await self._unless_stopped(plain, plain.add_done_callback):
+            if await self._settled(plain.add_done_callback) is None:
                 return []
             self._wait_ended(plain)
-        if self._stopped:
-            return []
         timeout = self.max_idle_wait
         if self.next_due_in_ms is not None:
             timeout = min(timeout, self.next_due_in_ms / 1000.0)
-        claim = self.waiter.submit(self._wait_then_claim, timeout, free_slots, prestart)
         loop = asyncio.get_running_loop()
-        # The waiter thread wakes the loop once; a task for the wait and another for the
-        # stop, joined by asyncio.wait, cost the loop five passes per idle wait: at a
-        # trickle, more than the rest of its work on the job.
-        if not await self._unless_stopped(
-            claim, lambda wake: claim.add_done_callback(functools.partial(_wake_from, loop, wake))
-        ):
+        claimed = await self._settled(
+            lambda settle: self.waiter.submit(
+                self._claim_on_waiter, functools.partial(_from_thread, loop, settle),
+                timeout, free_slots, prestart,
+            )
+        )  # fmt: skip
+        if claimed is None:
             return []  # stopping: close() collects whatever the waiter still claims
         self._handed_off = None
-        return claim.result()
+        if isinstance(claimed, BaseException):
+            raise claimed
+        jobs: list[ClaimedJob] = claimed
+        return jobs
 
-    async def _unless_stopped(
-        self, future: asyncio.Future[Any] | concurrent.futures.Future[Any],
-        on_done: Callable[[Callable[[object], None]], object],
-    ) -> bool:  # fmt: skip
-        """Wait until ``future`` is done (True) or :meth:`stop_waiting` (False), with one
-        loop future and no task; ``on_done(wake)`` arranges for ``wake`` to be called on the
-        loop when ``future`` is done."""
+    async def _settled(self, arrange: Callable[[Callable[[Any], None]], object]) -> Any:
+        """What the ``settle`` callback that ``arrange(settle)`` hands on is called with, or
+        None once :meth:`stop_waiting` is called: one loop future and no task per wait. (A
+        task for the store wait and another for the stop, joined by asyncio.wait, cost the
+        loop five passes per idle wait: at a trickle, more than the rest of its work.)"""
         if self._stopped:
-            return bool(future.done())
+            return None
         idle = self._idle = asyncio.get_running_loop().create_future()
-        on_done(functools.partial(_wake, idle))
+        arrange(functools.partial(_settle, idle))
         try:
-            await idle
+            return await idle
         finally:
             self._idle = None
-        return bool(future.done())
 
     def stop_waiting(self) -> None:
         """On the loop, for good: a :meth:`wait_then_claim` in flight returns ``[]`` now (its
@@ -181,9 +183,24 @@ class Fetcher:
         if idle is not None and not idle.done():
             idle.set_result(None)
 
+    def _claim_on_waiter(
+        self, hand_over: Callable[[object], None], timeout: float, free_slots: int,
+        prestart: OnClaimed | None,
+    ) -> None:  # fmt: skip
+        """The waiter thread's part: wait, claim, hand the jobs (or the error) to the loop,
+        then run the job ``prestart`` left to this thread, if any."""
+        try:
+            jobs, run_here = self._wait_then_claim(timeout, free_slots, prestart)
+        except Exception as exc:  # the loop raises it
+            hand_over(exc)
+            return
+        hand_over(jobs)
+        if run_here is not None:
+            run_here()
+
     def _wait_then_claim(
         self, timeout: float, free_slots: int, prestart: OnClaimed | None = None
-    ) -> list[ClaimedJob]:
+    ) -> tuple[list[ClaimedJob], Callable[[], object] | None]:
         order = self.order()
         first: ClaimResult | None = None
         if timeout > 0.001:
@@ -203,12 +220,11 @@ class Fetcher:
             if self._closed:
                 if first is not None and first.jobs:
                     self._give_back(order[0], first.jobs)
-                return []
+                return [], None
             jobs = self._claim_now(free_slots, order, first)
             self._handed_off = jobs
-            if prestart is not None and jobs:
-                prestart(jobs)
-        return jobs
+            run_here = prestart(jobs) if prestart is not None and jobs else None
+        return jobs, run_here
 
     def _give_back(self, queue: str, jobs: list[ClaimedJob]) -> None:
         """Release jobs claimed with a wait that ended after :meth:`close`: nobody will run
@@ -264,14 +280,14 @@ class Fetcher:
             wait.exception()  # retrieved, so asyncio does not warn; errors surface on claim
 
 
-def _wake(idle: asyncio.Future[None], _done: object) -> None:
+def _settle(idle: asyncio.Future[Any], value: object) -> None:
     if not idle.done():
-        idle.set_result(None)
+        idle.set_result(value)
 
 
-def _wake_from(
-    loop: asyncio.AbstractEventLoop, wake: Callable[[object], None], done: object
+def _from_thread(
+    loop: asyncio.AbstractEventLoop, settle: Callable[[object], None], value: object
 ) -> None:
-    """On the waiter thread: call ``wake`` on the loop."""
+    """On the waiter thread: call ``settle(value)`` on the loop."""
     with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
-        loop.call_soon_threadsafe(wake, done)
+        loop.call_soon_threadsafe(settle, value)

@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import functools
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -21,7 +23,7 @@ from calmq.job import ClaimedJob
 from calmq.serializers import Envelope
 from calmq.task import Task
 from calmq.worker.executor import Executor, Outcome, OutcomeKind, timed_out
-from calmq.worker.threads import ThreadLane
+from calmq.worker.threads import ThreadLane, Work
 
 log = logging.getLogger("calmq.worker")
 
@@ -114,6 +116,8 @@ class RunningJobs:
         self.lane = None if solo else ThreadLane(loop, concurrency, self._deliver_sync, after)
         # Sync jobs a claiming thread already put on the lane, until start() registers them.
         self._prestarted: dict[str, Running] = {}
+        # Held while a claiming thread runs a lone job itself (prestart).
+        self._run_here_turn = threading.Lock()
         # Solo pool: sync jobs waiting for their turn on the loop, run in slices.
         self._solo: collections.deque[tuple[Running, Task[Any, Any], Envelope]] = (
             collections.deque()
@@ -127,7 +131,7 @@ class RunningJobs:
     def free_slots(self) -> int:
         return self.concurrency - len(self._running)
 
-    def prestart(self, jobs: Sequence[ClaimedJob]) -> None:
+    def prestart(self, jobs: Sequence[ClaimedJob]) -> Work | None:
         """Put sync jobs on the lane right away, from the thread that claimed them; every
         job must then be passed to :meth:`start` on the loop, which registers it.
 
@@ -135,9 +139,17 @@ class RunningJobs:
         of through the event loop: one thread hop fewer before the job starts (each hop is a
         scheduler wake-up, the costliest part of enqueue-to-start on a busy host). Async
         jobs, rejected jobs and the solo pool wait for :meth:`start` as usual.
+
+        A lone sync job claimed while nothing else of this worker runs is not put on the
+        lane: its work is returned, for the claiming thread to run itself once the loop has
+        the claim (no hop at all: at a trickle, most jobs). One such job at a time: one that
+        outlives its timeout holds the turn until it returns, so while a claiming thread is
+        stuck, the other one waits and claims and its jobs go to the lane.
         """
         if self.lane is None:
-            return
+            return None
+        lone = len(jobs) == 1 and not self._running and not self._prestarted
+        run_here: Work | None = None
         for job in jobs:
             resolved = self.executor.resolve(job)
             if isinstance(resolved, Outcome) or resolved[0].is_async:
@@ -146,8 +158,20 @@ class RunningJobs:
             context = JobContext(job.id, job.queue, job.task, job.attempt, job.max_attempts)
             entry = Running(job, time.perf_counter(), context,
                             timeout=self.executor.timeout_of(task, envelope))  # fmt: skip
+            work = _in_context(context, self.executor.sync_work(task, envelope))
             self._prestarted[job.id] = entry  # before the lane can deliver it
-            self.lane.submit(entry, _in_context(context, self.executor.sync_work(task, envelope)))
+            if lone and self._run_here_turn.acquire(blocking=False):
+                run_here = functools.partial(self._run_here, entry, work)
+            else:
+                self.lane.submit(entry, work)
+        return run_here
+
+    def _run_here(self, entry: Running, work: Work) -> None:
+        assert self.lane is not None
+        try:
+            self.lane.run_here(entry, work)
+        finally:
+            self._run_here_turn.release()
 
     def start(self, jobs: Sequence[ClaimedJob]) -> None:
         resolve, running, now = self.executor.resolve, self._running, time.perf_counter()

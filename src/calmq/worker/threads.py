@@ -68,27 +68,35 @@ class ThreadLane:
         self._threads.append(thread)
         thread.start()
 
+    def run_here(self, key: object, work: Work) -> None:
+        """Run ``work`` on the calling thread as a lane thread would (``after``, then
+        ``deliver`` on the loop): for a thread that has nothing better to do until it ends."""
+        self._run_one(key, work)
+
     def _run(self) -> None:
         while True:
             item = self._inbox.get()
-            if item is None:
+            if item is None or not self._run_one(*item):
                 return
-            key, work = item
-            result = work()
-            if self._after is not None:
-                try:
-                    result = self._after(key, result)
-                except Exception:  # a bug there must not lose the job's outcome
-                    log.exception("lane: after-job step failed; the result goes on as it was")
-            with self._outbox_lock:
-                self._outbox.append((key, result))
-                wake = not self._scheduled
-                self._scheduled = True
-            if wake and not self._closed:
-                try:
-                    self._loop.call_soon_threadsafe(self._flush)
-                except RuntimeError:
-                    return  # the loop is closed: the worker is gone
+
+    def _run_one(self, key: object, work: Work) -> bool:
+        """False once the loop is closed (the worker is gone)."""
+        result = work()
+        if self._after is not None:
+            try:
+                result = self._after(key, result)
+            except Exception:  # a bug there must not lose the job's outcome
+                log.exception("lane: after-job step failed; the result goes on as it was")
+        with self._outbox_lock:
+            self._outbox.append((key, result))
+            wake = not self._scheduled
+            self._scheduled = True
+        if wake and not self._closed:
+            try:
+                self._loop.call_soon_threadsafe(self._flush)
+            except RuntimeError:
+                return False
+        return True
 
     def _flush(self) -> None:
         with self._outbox_lock:

@@ -124,7 +124,9 @@ class Worker:
         # thread, a claim waited for the previous batch's acknowledgement and Redis sat idle
         # while the worker parsed each reply; side by side the two calls overlap.
         self._ack_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-ack")
-        self._waiter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-wait")
+        # Two: a waiter thread may run a lone job it claimed (RunningJobs.prestart) while
+        # the other one waits for the next.
+        self._waiter = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="calmq-wait")
         self.store: Store = self._open_store(app)
         self.executor = Executor(app)
         self._versions = versions(self.store)
@@ -136,7 +138,7 @@ class Worker:
         if CAP_MULTI_PROCESS not in app.store.capabilities:
             return app.store
         # One connection each for the I/O, acknowledgement, waiter and lease-keeper threads,
-        # and one to spare (a lone job's acknowledgement from its lane thread takes it).
+        # and one to spare (a lone job's acknowledgement from the thread that ran it).
         relaxed = app.settings.replace(
             pool_size=5, pool_timeout=5.0, command_timeout=5.0, connect_timeout=2.0
         )
