@@ -27,6 +27,7 @@ class Jobs:
         self.app: App = make_app(settings)
         self.ran_on: dict[str, str] = {}
         self.release = threading.Event()
+        self.daemon: bool | None = None
 
         @self.app.task(name="where", retries=0)
         def where(name: str) -> None:
@@ -35,6 +36,7 @@ class Jobs:
         @self.app.task(name="stuck", retries=0, timeout=0.3)
         def stuck(name: str) -> None:
             self.ran_on[name] = threading.current_thread().name
+            self.daemon = threading.current_thread().daemon
             self.release.wait(60)
 
         self.where, self.stuck = where, stuck
@@ -115,5 +117,6 @@ def test_a_stuck_lone_job_leaves_the_claims_and_other_jobs_running(
         jobs.release.set()
         jobs.app.close()
     assert jobs.ran_on["stuck"].startswith("calmq-wait"), jobs.ran_on
+    assert jobs.daemon  # a hung job there never holds up the process's exit
     assert jobs.ran_on["after"].startswith("calmq-job"), jobs.ran_on
     assert (worker.stats.timed_out, worker.stats.stale_acks) == (1, 0)

@@ -12,16 +12,19 @@ to finish on its own and a fresh thread takes its place so capacity holds.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import queue
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger("calmq.worker")
 
 #: A unit of work for a lane thread: called in the thread, returns what ``deliver`` gets.
 Work = Callable[[], Any]
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 class ThreadLane:
@@ -103,3 +106,56 @@ class ThreadLane:
             batch, self._outbox = self._outbox, []
             self._scheduled = False
         self._deliver(batch)
+
+
+class DaemonThreads(concurrent.futures.Executor):
+    """``size`` daemon threads behind the executor interface, for the worker's waiting
+    threads: unlike ``ThreadPoolExecutor``'s, they never hold up the interpreter's exit, and
+    a waiting thread may run a job (``RunningJobs.prestart``), which may hang."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._work: queue.SimpleQueue[
+            tuple[concurrent.futures.Future[Any], Callable[[], Any]] | None
+        ] = queue.SimpleQueue()
+        self._closed = False
+        self._size = size
+        self._name = name
+        self._threads: list[threading.Thread] = []  # started on the first submit
+
+    def submit(
+        self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> concurrent.futures.Future[T]:
+        if self._closed:
+            raise RuntimeError("cannot schedule new work after shutdown")
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._work.put((future, lambda: fn(*args, **kwargs)))
+        if not self._threads:
+            self._threads = [
+                threading.Thread(target=self._run, name=f"{self._name}_{i}", daemon=True)
+                for i in range(self._size)
+            ]
+            for thread in self._threads:
+                thread.start()
+        return future
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Idle threads exit at once, busy ones after what they run."""
+        if not self._closed:
+            self._closed = True
+            for _ in self._threads:
+                self._work.put(None)
+        if wait:
+            for thread in self._threads:
+                thread.join()
+
+    def _run(self) -> None:
+        while (item := self._work.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # the future carries it to the caller
+                future.set_exception(exc)
+            else:
+                future.set_result(result)

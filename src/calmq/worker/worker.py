@@ -41,6 +41,7 @@ from calmq.worker.lease_keeper import InFlight, LeaseKeeper
 from calmq.worker.maintenance import Maintenance
 from calmq.worker.running import Acked, RunningJobs
 from calmq.worker.stats import WorkerStats
+from calmq.worker.threads import DaemonThreads
 
 log = logging.getLogger("calmq.worker")
 T = TypeVar("T")
@@ -124,9 +125,10 @@ class Worker:
         # thread, a claim waited for the previous batch's acknowledgement and Redis sat idle
         # while the worker parsed each reply; side by side the two calls overlap.
         self._ack_io = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="calmq-ack")
-        # Two: a waiter thread may run a lone job it claimed (RunningJobs.prestart) while
-        # the other one waits for the next.
-        self._waiter = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="calmq-wait")
+        # Two: a waiting thread may run a lone job it claimed (RunningJobs.prestart) while
+        # the other one waits for the next. Daemon threads, like the lane's, so a job stuck
+        # there never holds up the process's exit.
+        self._waiter = DaemonThreads(2, "calmq-wait")
         self.store: Store = self._open_store(app)
         self.executor = Executor(app)
         self._versions = versions(self.store)
