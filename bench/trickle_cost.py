@@ -15,6 +15,10 @@ whole process tree, start-up excluded), p50/p99/max latency. ``--threads`` adds 
 per job of each worker thread, by thread name (calmq's threads are named ``calmq-*``; the
 names are set for this run through a ``sitecustomize`` on the worker's ``PYTHONPATH``).
 
+``TRICKLE_SERIES=file`` writes every job's enqueue-to-done time (ms), in completion order,
+one per line: clustered slow jobs point at a stall (the VM, a collection), spread ones at a
+steady cost.
+
 Make sure no other worker of the same library runs against that redis: it would take a
 share of the jobs and this script would divide the CPU by jobs it did not all run.
 """
@@ -93,7 +97,10 @@ def main() -> None:
         while int(redis.cmd("LLEN", common.LAT_KEY)) < sent and time.time() < deadline:
             time.sleep(0.02)
         after = thread_cpu(proc.pid)
-        latencies = sorted(float(v) * 1000 for v in redis.cmd("LRANGE", common.LAT_KEY, 0, -1))
+        series = [float(v) * 1000 for v in redis.cmd("LRANGE", common.LAT_KEY, 0, -1)]
+        if os.environ.get("TRICKLE_SERIES"):
+            Path(os.environ["TRICKLE_SERIES"]).write_text("\n".join(map(str, series)))
+        latencies = sorted(series)
     finally:
         common.stop_worker(proc, log)
     spent = sum(s for _, s in after.values()) - sum(s for _, s in before.values())
