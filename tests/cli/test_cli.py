@@ -143,3 +143,26 @@ def test_pause_resume_cancel_limit_and_unique(settings: Settings, tmp_path: Path
     assert again.returncode == 1 and "not_cancellable" in again.stdout
     info = json.loads(calmq(settings, "info", "--json").stdout)["queues"][0]
     assert (info["paused"], info["max_ready"], info["ready"]) == (False, None, 0)
+
+
+def test_commands_load_their_modules_only_when_used() -> None:
+    """`calmq worker` imports none of the other commands' modules (the benchmark runner,
+    SQLite checks and the rest would cost every worker memory and start-up time); each of
+    them is still listed, and loads when run."""
+    from calmq.cli.main import LAZY_COMMANDS
+
+    probe = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from calmq.cli.main import LAZY_COMMANDS, cli\n"
+        "result = CliRunner().invoke(cli, ['worker', '--help'])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print(sorted(m for m in [*LAZY_COMMANDS.values(), 'sqlite3'] if m in sys.modules))\n"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120, check=True)  # fmt: skip
+    assert loaded.stdout.strip() == "[]", loaded.stdout + loaded.stderr
+    listed = calmq(Settings(), "--help").stdout
+    for name in LAZY_COMMANDS:
+        assert f"  {name} " in listed, listed
+        assert calmq(Settings(), name, "--help").stdout.startswith(f"Usage: calmq {name}")

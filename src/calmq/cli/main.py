@@ -65,8 +65,29 @@ def store_from(url: str | None, app_path: str | None) -> Store:
     return open_store(url, Settings.from_env(url=url) if url else Settings.from_env())
 
 
+#: Commands imported only when run (or listed by --help): a worker never loads the
+#: benchmark runner, the dashboard, the demo, doctor's SQLite checks or top.
+LAZY_COMMANDS = {
+    "bench": "calmq.cli.bench",
+    "dashboard": "calmq.cli.dashboard",
+    "demo": "calmq.cli.demo",
+    "doctor": "calmq.cli.doctor",
+    "top": "calmq.cli.top",
+}
+
+
 class CalmqGroup(click.Group):
-    """Turns calmq's own errors into one clear line and exit code 1, not a traceback."""
+    """Turns calmq's own errors into one clear line and exit code 1, not a traceback; loads
+    the :data:`LAZY_COMMANDS` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in LAZY_COMMANDS and cmd_name not in self.commands:
+            module = importlib.import_module(LAZY_COMMANDS[cmd_name])
+            self.add_command(getattr(module, cmd_name))
+        return super().get_command(ctx, cmd_name)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -406,15 +427,4 @@ def dead_purge(job_ids: tuple[str, ...], queue: str | None, yes: bool, url: str 
 
 def main() -> None:
     """Entry point of the ``calmq`` console script."""
-    from calmq.cli.bench import bench
-    from calmq.cli.dashboard import dashboard
-    from calmq.cli.demo import demo
-    from calmq.cli.doctor import doctor
-    from calmq.cli.top import top
-
-    cli.add_command(bench)
-    cli.add_command(dashboard)
-    cli.add_command(demo)
-    cli.add_command(doctor)
-    cli.add_command(top)
     cli(prog_name="calmq")
