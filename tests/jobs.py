@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -76,6 +77,16 @@ def make_app(settings: Settings | None = None) -> App:
         record(path, "started")
         time.sleep(3)
         record(path, "finished")
+
+    @app.task(name="exits", retries=0)
+    def exits(path: str) -> None:
+        record(path, "exits")
+        sys.exit(3)
+
+    @app.task(name="exits_async", retries=0)
+    async def exits_async(path: str) -> None:
+        record(path, "exits_async")
+        sys.exit(4)
 
     @app.task(name="wait_for_file", retries=3, backoff=fast)
     def wait_for_file(path: str, gate: str, seconds: float) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,6 +87,33 @@ def test_job_out_of_retries_is_dead_lettered_with_error_and_traceback(
     assert app.store.replay_dead("default", [job.id]) == 1
     run_until(app, lambda: (info := job.info()) is not None and info.state == JobState.DEAD)
     assert len(lines(out)) == 6
+
+
+@pytest.mark.parametrize("pool", ["threads", "solo"])
+def test_sys_exit_in_a_job_fails_that_job_and_the_worker_goes_on(
+    app: App, tmp_path: Path, pool: str
+) -> None:
+    """Not a lost lane thread with the job never reported (its lease kept alive for good),
+    not a stopped event loop: the job is dead-lettered with the exit, the next one runs."""
+    out = tmp_path / "out.txt"
+    jobs: list[Any] = []
+
+    def enqueue() -> None:
+        jobs.append(app.enqueue("exits", str(out)))  # alone on an idle worker
+        while "exits" not in lines(out):
+            time.sleep(0.01)
+        jobs.append(app.enqueue("exits_async", str(out)))
+        jobs.append(app.enqueue("append", str(out), "after"))
+
+    def states() -> list[JobState | None]:
+        return [(info := job.info()) and info.state for job in jobs]
+
+    final = [JobState.DEAD, JobState.DEAD, JobState.SUCCEEDED]
+    worker = run_until(app, lambda: states() == final, action=enqueue, pool=pool)
+    assert sorted(lines(out)) == ["after", "exits", "exits_async"]
+    errors = sorted(d.error or "" for d in app.store.list_jobs("default", JobState.DEAD))
+    assert errors == ["SystemExit: 3", "SystemExit: 4"]
+    assert (worker.stats.succeeded, worker.stats.dead, len(worker.jobs)) == (1, 2, 0)
 
 
 def test_retry_exception_sets_the_delay(app: App, tmp_path: Path) -> None:

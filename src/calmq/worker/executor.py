@@ -53,6 +53,10 @@ class Outcome:
 
 
 SUCCEEDED = Outcome(OutcomeKind.SUCCEEDED)
+#: What a job's code may raise that fails the job. ``SystemExit`` (a ``sys.exit()`` in job
+#: code) is the job's failure too: let through, it ended a lane thread with the job never
+#: reported (its lease kept alive for good, its slot lost) or stopped the event loop.
+JOB_ERRORS = (Exception, SystemExit)
 
 
 class Executor:
@@ -89,7 +93,7 @@ class Executor:
             raise
         except TimeoutError:
             return timed_out(timeout)
-        except Exception as exc:
+        except JOB_ERRORS as exc:
             return failure(exc)
         return SUCCEEDED
 
@@ -117,7 +121,7 @@ class Executor:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _SoloTimeout:
             return timed_out(timeout)
-        except Exception as exc:
+        except JOB_ERRORS as exc:
             return failure(exc)
         finally:
             signal.signal(signal.SIGALRM, previous)
@@ -145,7 +149,7 @@ def call_sync(task: Task[Any, Any], envelope: Envelope) -> Outcome:
     """Run a sync job right here; its exception becomes a FAILED outcome."""
     try:
         task.fn(*envelope.a, **envelope.k)
-    except Exception as exc:
+    except JOB_ERRORS as exc:
         return failure(exc)
     return SUCCEEDED
 
