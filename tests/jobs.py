@@ -83,10 +83,20 @@ def make_app(settings: Settings | None = None) -> App:
         record(path, "exits")
         sys.exit(3)
 
-    @app.task(name="exits_async", retries=0)
+    @app.task(name="exits_async", retries=0, timeout=30)
     async def exits_async(path: str) -> None:
         record(path, "exits_async")
         sys.exit(4)
+
+    @app.task(name="raises_cancelled", retries=0)
+    def raises_cancelled(path: str) -> None:
+        record(path, "raises_cancelled")
+        raise asyncio.CancelledError("from the job")
+
+    @app.task(name="raises_cancelled_async", retries=0)
+    async def raises_cancelled_async(path: str) -> None:
+        record(path, "raises_cancelled_async")
+        raise asyncio.CancelledError("from the job")
 
     @app.task(name="wait_for_file", retries=3, backoff=fast)
     def wait_for_file(path: str, gate: str, seconds: float) -> None:

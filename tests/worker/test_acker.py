@@ -177,3 +177,34 @@ def worker_done(app: App) -> bool:
     """No job of the queue holds a lease: every one was acknowledged."""
     counts = app.store.counts(["default"])
     return not counts or counts[0].running == 0
+
+
+def test_a_worker_cancelled_from_outside_stops_with_acknowledgements_pending(
+    app: App, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every task of the loop cancelled at once (what ``asyncio.run`` does when something
+    escapes it): the stop does not wait for an acknowledger that is gone. The job whose
+    acknowledgement was pending keeps its lease until the worker releases it, and runs
+    again (at least once)."""
+    monkeypatch.setattr(acker_module, "ACK_LINGER", 3600.0)  # pending while the other runs
+    out, gate = tmp_path / "out.txt", tmp_path / "gate"
+    worker = Worker(app, WorkerConfig(concurrency=4, lease=5, grace=0.5, max_idle_wait=0.05))
+
+    async def main() -> None:
+        runner = asyncio.create_task(worker.run())
+        await asyncio.to_thread(app.enqueue, "wait_for_file", str(out), str(gate), 30.0)
+        await until(lambda: any(line.startswith("start") for line in lines(out)))
+        await asyncio.to_thread(app.enqueue, "append", str(out), "quick")
+        await until(lambda: "quick" in lines(out) and len(worker.acker.pending) == 1)
+        for task in asyncio.all_tasks():
+            if task is not asyncio.current_task():
+                task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asyncio.wait_for(runner, 30)
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.touch()
+    counts = app.store.counts(["default"])[0]
+    assert (counts.running, counts.ready) == (0, 2)  # both released: they run again

@@ -90,30 +90,33 @@ def test_job_out_of_retries_is_dead_lettered_with_error_and_traceback(
 
 
 @pytest.mark.parametrize("pool", ["threads", "solo"])
-def test_sys_exit_in_a_job_fails_that_job_and_the_worker_goes_on(
+def test_sys_exit_or_a_base_exception_in_a_job_fails_that_job_and_the_worker_goes_on(
     app: App, tmp_path: Path, pool: str
 ) -> None:
-    """Not a lost lane thread with the job never reported (its lease kept alive for good),
-    not a stopped event loop: the job is dead-lettered with the exit, the next one runs."""
+    """``sys.exit()`` (in an async job with a timeout too) and a ``CancelledError`` the job
+    raises itself: not a lost thread with the job never reported (its lease kept alive for
+    good), not a stopped event loop. Each job is dead-lettered with its error; the next runs."""
     out = tmp_path / "out.txt"
+    failing = ["exits", "exits_async", "raises_cancelled", "raises_cancelled_async"]
     jobs: list[Any] = []
 
     def enqueue() -> None:
-        jobs.append(app.enqueue("exits", str(out)))  # alone on an idle worker
-        while "exits" not in lines(out):
-            time.sleep(0.01)
-        jobs.append(app.enqueue("exits_async", str(out)))
+        for name in failing:  # each alone on an idle worker (sync ones run where claimed)
+            jobs.append(app.enqueue(name, str(out)))
+            deadline = time.monotonic() + 30
+            while name not in lines(out) and time.monotonic() < deadline:
+                time.sleep(0.01)
         jobs.append(app.enqueue("append", str(out), "after"))
 
     def states() -> list[JobState | None]:
         return [(info := job.info()) and info.state for job in jobs]
 
-    final = [JobState.DEAD, JobState.DEAD, JobState.SUCCEEDED]
+    final = [JobState.DEAD] * len(failing) + [JobState.SUCCEEDED]
     worker = run_until(app, lambda: states() == final, action=enqueue, pool=pool)
-    assert sorted(lines(out)) == ["after", "exits", "exits_async"]
+    assert sorted(lines(out)) == sorted([*failing, "after"])
     errors = sorted(d.error or "" for d in app.store.list_jobs("default", JobState.DEAD))
-    assert errors == ["SystemExit: 3", "SystemExit: 4"]
-    assert (worker.stats.succeeded, worker.stats.dead, len(worker.jobs)) == (1, 2, 0)
+    assert errors == ["CancelledError: from the job"] * 2 + ["SystemExit: 3", "SystemExit: 4"]
+    assert (worker.stats.succeeded, worker.stats.dead, len(worker.jobs)) == (1, 4, 0)
 
 
 def test_retry_exception_sets_the_delay(app: App, tmp_path: Path) -> None:

@@ -53,10 +53,6 @@ class Outcome:
 
 
 SUCCEEDED = Outcome(OutcomeKind.SUCCEEDED)
-#: What a job's code may raise that fails the job. ``SystemExit`` (a ``sys.exit()`` in job
-#: code) is the job's failure too: let through, it ended a lane thread with the job never
-#: reported (its lease kept alive for good, its slot lost) or stopped the event loop.
-JOB_ERRORS = (Exception, SystemExit)
 
 
 class Executor:
@@ -88,12 +84,20 @@ class Executor:
         """Run an async job on the loop under its timeout. Never raises but CancelledError."""
         timeout = self.timeout_of(task, envelope)
         try:
-            await asyncio.wait_for(task.fn(*envelope.a, **envelope.k), timeout)
-        except asyncio.CancelledError:
-            raise
+            # In this task, not in one of wait_for's own (Python 3.11): there a SystemExit
+            # from the job would be raised out of the event loop, past the except below.
+            async with asyncio.timeout(timeout):
+                await task.fn(*envelope.a, **envelope.k)
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if current is None or current.cancelling():
+                raise  # the worker cancels it (lease lost, hard stop)
+            return failure(exc)  # the job's own: it ended the task with the job never reported
         except TimeoutError:
             return timed_out(timeout)
-        except JOB_ERRORS as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # see call_sync
             return failure(exc)
         return SUCCEEDED
 
@@ -121,7 +125,9 @@ class Executor:
                 signal.setitimer(signal.ITIMER_REAL, 0)
         except _SoloTimeout:
             return timed_out(timeout)
-        except JOB_ERRORS as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # see call_sync
             return failure(exc)
         finally:
             signal.signal(signal.SIGALRM, previous)
@@ -146,10 +152,19 @@ def _raise_solo_timeout(signum: int, frame: object) -> None:
 
 
 def call_sync(task: Task[Any, Any], envelope: Envelope) -> Outcome:
-    """Run a sync job right here; its exception becomes a FAILED outcome."""
+    """Run a sync job right here; its exception becomes a FAILED outcome.
+
+    Any exception, ``BaseException`` included (``sys.exit()`` in job code, a
+    ``CancelledError`` out of an ``asyncio.run`` inside the job, a framework's own): let
+    through, it ended the job's thread with the job never reported (its lease kept alive for
+    good, its slot lost) or stopped the event loop. ``KeyboardInterrupt`` alone goes on: it
+    is the operator's, not the job's.
+    """
     try:
         task.fn(*envelope.a, **envelope.k)
-    except JOB_ERRORS as exc:
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:
         return failure(exc)
     return SUCCEEDED
 

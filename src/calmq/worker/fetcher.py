@@ -191,7 +191,7 @@ class Fetcher:
         then run the job ``prestart`` left to this thread, if any."""
         try:
             jobs, run_here = self._wait_then_claim(timeout, free_slots, prestart)
-        except Exception as exc:  # the loop raises it
+        except BaseException as exc:  # the loop raises it (unhanded, the loop waits for good)
             hand_over(exc)
             return
         hand_over(jobs)
