@@ -9,7 +9,6 @@ worker tests wrap the store's ``complete`` to record which thread called it).
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from calmq.worker.acker import Acker
 from calmq.worker.lease_keeper import InFlight
 from calmq.worker.worker import Worker, WorkerConfig
 from tests.jobs import lines, make_app
+from tests.worker.helpers import ack_senders, until
 
 QUEUE = "default"
 
@@ -57,14 +57,6 @@ class Recorder:
 
     def acker(self) -> Acker:
         return Acker(self.complete, self.inflight, self.run_io, self.on_acked)
-
-
-async def until(condition: Callable[[], bool], deadline: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_lone_job_is_acknowledged_without_the_linger(
@@ -110,14 +102,7 @@ def run_recording_threads(app: App, done: Callable[[], bool]) -> tuple[Worker, l
     """Run a threads-pool worker until ``done()``; the names of the threads that sent each
     acknowledgement (the worker's own store, instrumented: it still does the work)."""
     worker = Worker(app, WorkerConfig(concurrency=4, lease=5, max_idle_wait=0.05))
-    senders: list[str] = []
-    complete = worker.store.complete
-
-    def recording_complete(queue: str, leases: list[Any]) -> list[bool]:
-        senders.append(threading.current_thread().name)
-        return complete(queue, leases)
-
-    worker.store.complete = recording_complete  # type: ignore[method-assign]
+    senders = ack_senders(worker)
 
     async def main() -> None:
         runner = asyncio.create_task(worker.run())

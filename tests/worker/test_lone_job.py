@@ -16,6 +16,7 @@ from typing import Any
 from calmq import App, Settings
 from calmq.worker.worker import Worker, WorkerConfig
 from tests.jobs import make_app
+from tests.worker.helpers import ack_senders, until
 
 NEVER = 3600.0
 
@@ -42,27 +43,11 @@ class Jobs:
         self.where, self.stuck = where, stuck
 
 
-async def until(condition: Callable[[], bool], deadline: float = 30.0) -> None:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + deadline
-    while not condition():
-        assert loop.time() < end, "condition not met in time"
-        await asyncio.sleep(0.01)
-
-
 def run_worker(jobs: Jobs, scenario: Callable[[Worker], Any]) -> Worker:
     """Run a threads-pool worker (idle at first) through ``scenario(worker)``, then stop it;
     the acknowledgements' sending threads are kept in ``worker.senders``."""
     worker = Worker(jobs.app, WorkerConfig(concurrency=4, lease=5, max_idle_wait=NEVER))
-    senders: list[str] = []
-    complete = worker.store.complete
-
-    def recording_complete(queue: str, leases: list[Any]) -> list[bool]:
-        senders.append(threading.current_thread().name)
-        return complete(queue, leases)
-
-    worker.store.complete = recording_complete  # type: ignore[method-assign]
-    worker.senders = senders  # type: ignore[attr-defined]
+    worker.senders = ack_senders(worker)  # type: ignore[attr-defined]
 
     async def main() -> None:
         runner = asyncio.create_task(worker.run())
