@@ -104,4 +104,5 @@ def test_a_stuck_lone_job_leaves_the_claims_and_other_jobs_running(
     assert jobs.ran_on["stuck"].startswith("calmq-wait"), jobs.ran_on
     assert jobs.daemon  # a hung job there never holds up the process's exit
     assert jobs.ran_on["after"].startswith("calmq-job"), jobs.ran_on
+    assert worker.jobs.lane is not None and len(worker.jobs.lane._threads) == 4  # not grown
     assert (worker.stats.timed_out, worker.stats.stale_acks) == (1, 0)

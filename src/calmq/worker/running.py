@@ -64,6 +64,7 @@ class Running:
     timeout: float | None = None  # prestarted sync jobs: the timer to set when registered
     early: Outcome | None = None  # prestarted sync jobs that ended before they were registered
     early_acked: Acked | None = None  # ...and were acknowledged by their lane thread
+    claiming_thread: bool = False  # a lone sync job run by the thread that claimed it
 
 
 class Wakeup:
@@ -161,6 +162,7 @@ class RunningJobs:
             work = _in_context(context, self.executor.sync_work(task, envelope))
             self._prestarted[job.id] = entry  # before the lane can deliver it
             if lone and self._run_here_turn.acquire(blocking=False):
+                entry.claiming_thread = True
                 run_here = functools.partial(self._run_here, entry, work)
             else:
                 self.lane.submit(entry, work)
@@ -285,7 +287,7 @@ class RunningJobs:
         if self._running.get(entry.job.id) is not entry:
             return
         self.executor.note_abandoned()
-        if self.lane is not None:
+        if self.lane is not None and not entry.claiming_thread:  # that one was not the lane's
             self.lane.replace_abandoned_thread()
         log.warning("sync job %s (%s) outlived its timeout of %ss; its thread is abandoned",
                     entry.job.id, entry.job.task, timeout)  # fmt: skip
