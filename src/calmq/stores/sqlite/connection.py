@@ -13,6 +13,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -89,13 +90,27 @@ class Connections:
             # WAL is persistent in the file: set it once, read it back on later opens.
             mode = conn.execute(self._q["get_journal_mode"]).fetchone()[0]
             if str(mode).lower() != "wal":
-                mode = conn.execute(self._q["set_journal_mode_wal"]).fetchone()[0]
+                mode = self._switch_to_wal(conn)
             if str(mode).lower() != "wal":
                 raise ConfigurationError(
                     f"could not put {self._path} in WAL mode (got {mode!r}); SQLite WAL"
                     " needs a local file system that supports shared memory"
                 )
         conn.execute(self._q["set_synchronous_normal"])
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> object:
+        """``PRAGMA journal_mode = WAL``, tried again while the file is locked, up to the busy
+        timeout: several processes opening a new file at once can meet SQLITE_BUSY here
+        without SQLite's busy handler waiting for them (seen in CI: 8 processes creating
+        one file)."""
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return conn.execute(self._q["set_journal_mode_wal"]).fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.005)  # another process holds the lock for a moment: try again
 
     def _register(self, conn: sqlite3.Connection) -> None:
         with self._registry_lock:
