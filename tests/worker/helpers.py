@@ -1,13 +1,26 @@
-"""What the worker tests share: polling with a deadline, and who sent each acknowledgement."""
+"""What the worker tests share: a worker running beside the test, polling with a deadline,
+and who sent each acknowledgement."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from calmq.worker.worker import Worker
+
+
+@contextlib.asynccontextmanager
+async def running(worker: Worker) -> AsyncIterator[Worker]:
+    """``worker`` runs beside the block and is stopped (and waited for) when it ends."""
+    runner = asyncio.create_task(worker.run())
+    try:
+        yield worker
+    finally:
+        worker.request_stop()
+        await runner
 
 
 async def until(condition: Callable[[], bool], deadline: float = 30.0) -> None:

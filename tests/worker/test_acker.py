@@ -23,7 +23,7 @@ from calmq.worker.acker import Acker
 from calmq.worker.lease_keeper import InFlight
 from calmq.worker.worker import Worker, WorkerConfig
 from tests.jobs import lines, make_app
-from tests.worker.helpers import ack_senders, until
+from tests.worker.helpers import ack_senders, running, until
 
 QUEUE = "default"
 
@@ -105,12 +105,8 @@ def run_recording_threads(app: App, done: Callable[[], bool]) -> tuple[Worker, l
     senders = ack_senders(worker)
 
     async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
+        async with running(worker):
             await until(done, 30.0)
-        finally:
-            worker.request_stop()
-            await runner
 
     asyncio.run(asyncio.wait_for(main(), 60))
     return worker, senders

@@ -22,6 +22,7 @@ from calmq.stores.base import Store
 from calmq.worker.fetcher import Fetcher
 from calmq.worker.worker import Worker, WorkerConfig
 from tests.jobs import lines, make_app
+from tests.worker.helpers import running
 
 T = TypeVar("T")
 QUEUE = "default"
@@ -165,22 +166,17 @@ def test_work_enqueued_while_a_job_runs_starts_at_once(app: App, tmp_path: Path)
     worker = Worker(app, WorkerConfig(concurrency=4, lease=5, max_idle_wait=NEVER))
 
     async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
-            async with asyncio.timeout(60):
-                await asyncio.to_thread(app.enqueue, "wait_for_file", str(out), str(gate), 60.0)
-                while not any(line.startswith("start") for line in lines(out)):
-                    await asyncio.sleep(0.01)
-                await asyncio.to_thread(app.enqueue, "append", str(out), "second")
-                while "second" not in lines(out):
-                    await asyncio.sleep(0.01)
-                assert not any(line.startswith("end") for line in lines(out))
-                gate.touch()
-                while worker.stats.succeeded < 2:
-                    await asyncio.sleep(0.01)
-        finally:
-            worker.request_stop()
-            await runner
+        async with running(worker), asyncio.timeout(60):
+            await asyncio.to_thread(app.enqueue, "wait_for_file", str(out), str(gate), 60.0)
+            while not any(line.startswith("start") for line in lines(out)):
+                await asyncio.sleep(0.01)
+            await asyncio.to_thread(app.enqueue, "append", str(out), "second")
+            while "second" not in lines(out):
+                await asyncio.sleep(0.01)
+            assert not any(line.startswith("end") for line in lines(out))
+            gate.touch()
+            while worker.stats.succeeded < 2:
+                await asyncio.sleep(0.01)
 
     asyncio.run(main())
     assert worker.stats.succeeded == 2

@@ -16,7 +16,7 @@ from typing import Any
 from calmq import App, Settings
 from calmq.worker.worker import Worker, WorkerConfig
 from tests.jobs import make_app
-from tests.worker.helpers import ack_senders, until
+from tests.worker.helpers import ack_senders, running, until
 
 NEVER = 3600.0
 
@@ -50,15 +50,11 @@ def run_worker(jobs: Jobs, scenario: Callable[[Worker], Any]) -> Worker:
     worker.senders = ack_senders(worker)  # type: ignore[attr-defined]
 
     async def main() -> None:
-        runner = asyncio.create_task(worker.run())
-        try:
+        async with running(worker):
             # Started and idle: the next claim follows a wake-up.
             await until(lambda: getattr(worker, "fetcher", None) is not None
                         and worker.fetcher.drained)  # fmt: skip
             await scenario(worker)
-        finally:
-            worker.request_stop()
-            await runner
 
     asyncio.run(asyncio.wait_for(main(), 90))
     return worker

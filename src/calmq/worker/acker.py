@@ -39,6 +39,7 @@ class Acker:
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._ended = False
         self.calls = 0
 
     def add(self, job: ClaimedJob, run_ms: float) -> None:
@@ -62,6 +63,15 @@ class Acker:
         self.on_acked([(job, run_ms)], [taken])
 
     async def run_forever(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # Ended (cancelled, from outside too): no flush() may wait for it for good. What
+            # is still pending keeps its lease until the worker releases it.
+            self._ended = True
+            self._idle.set()
+
+    async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -81,7 +91,8 @@ class Acker:
         """Wait until every pending acknowledgement was sent."""
         if self.pending:
             self._wake.set()
-        await self._idle.wait()
+        if not self._ended:
+            await self._idle.wait()
 
     async def _complete(self, batch: list[tuple[ClaimedJob, float]]) -> None:
         by_queue: dict[str, list[tuple[ClaimedJob, float]]] = {}

@@ -138,21 +138,27 @@ class Fetcher:
         returns ``[]``, and the claim the waiter thread may still make is refused, or its
         jobs are handed back by :meth:`close`.
         """
+        # The loop waits on one future, settled by the waiter thread (or, with None, by
+        # stop_waiting): a task for the store wait and another for the stop, joined by
+        # asyncio.wait, cost the loop five passes per idle wait, at a trickle more than the
+        # rest of its work on a job.
+        if self._stopped:
+            return []
         plain = self._wait  # a plain wait left running: let it finish first
         if plain is not None:
-            if await self._settled(plain.add_done_callback) is None:
-                return []
+            idle = self._idle = asyncio.get_running_loop().create_future()
+            plain.add_done_callback(functools.partial(_settle, idle))
+            if await self._until_settled(idle) is None:
+                return []  # stop_waiting
             self._wait_ended(plain)
         timeout = self.max_idle_wait
         if self.next_due_in_ms is not None:
             timeout = min(timeout, self.next_due_in_ms / 1000.0)
         loop = asyncio.get_running_loop()
-        claimed = await self._settled(
-            lambda settle: self.waiter.submit(
-                self._claim_on_waiter, functools.partial(_from_thread, loop, settle),
-                timeout, free_slots, prestart,
-            )
-        )  # fmt: skip
+        idle = self._idle = loop.create_future()
+        hand_over = functools.partial(_settle_from_thread, loop, idle)
+        self.waiter.submit(self._claim_on_waiter, hand_over, timeout, free_slots, prestart)
+        claimed = await self._until_settled(idle)
         if claimed is None:
             return []  # stopping: close() collects whatever the waiter still claims
         self._handed_off = None
@@ -161,15 +167,7 @@ class Fetcher:
         jobs: list[ClaimedJob] = claimed
         return jobs
 
-    async def _settled(self, arrange: Callable[[Callable[[Any], None]], object]) -> Any:
-        """What the ``settle`` callback that ``arrange(settle)`` hands on is called with, or
-        None once :meth:`stop_waiting` is called: one loop future and no task per wait. (A
-        task for the store wait and another for the stop, joined by asyncio.wait, cost the
-        loop five passes per idle wait: at a trickle, more than the rest of its work.)"""
-        if self._stopped:
-            return None
-        idle = self._idle = asyncio.get_running_loop().create_future()
-        arrange(functools.partial(_settle, idle))
+    async def _until_settled(self, idle: asyncio.Future[Any]) -> Any:
         try:
             return await idle
         finally:
@@ -285,9 +283,9 @@ def _settle(idle: asyncio.Future[Any], value: object) -> None:
         idle.set_result(value)
 
 
-def _from_thread(
-    loop: asyncio.AbstractEventLoop, settle: Callable[[object], None], value: object
+def _settle_from_thread(
+    loop: asyncio.AbstractEventLoop, idle: asyncio.Future[Any], value: object
 ) -> None:
-    """On the waiter thread: call ``settle(value)`` on the loop."""
+    """On the waiter thread: settle ``idle`` with ``value`` on the loop."""
     with contextlib.suppress(RuntimeError):  # the loop is closed: the worker is gone
-        loop.call_soon_threadsafe(settle, value)
+        loop.call_soon_threadsafe(_settle, idle, value)

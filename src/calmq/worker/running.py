@@ -22,7 +22,7 @@ from calmq.context import JobContext, reset_current, set_current
 from calmq.job import ClaimedJob
 from calmq.serializers import Envelope
 from calmq.task import Task
-from calmq.worker.executor import Executor, Outcome, OutcomeKind, failure, timed_out
+from calmq.worker.executor import Executor, Outcome, OutcomeKind, timed_out
 from calmq.worker.threads import ThreadLane, Work
 
 log = logging.getLogger("calmq.worker")
@@ -351,16 +351,12 @@ class RunningJobs:
 
 
 def _in_context(context: JobContext, work: Callable[[], Outcome]) -> Callable[[], Outcome]:
-    """``work`` with ``current_job()`` set on the lane thread while it runs; anything that
-    still gets past ``work`` fails the job rather than end the thread with the job never
-    reported (its lease kept alive, its slot lost)."""
+    """``work`` with ``current_job()`` set on the lane thread while it runs."""
 
     def run() -> Outcome:
         token = set_current(context)
         try:
             return work()
-        except BaseException as exc:  # on a job thread: no signal arrives here
-            return failure(exc)
         finally:
             reset_current(token)
 

@@ -217,10 +217,9 @@ class Worker:
         )  # fmt: skip
         self.heartbeat = Heartbeat(self.store, self._snapshot, self._run_io,
                                    interval=self.config.heartbeat_interval)  # fmt: skip
-        self._acking = asyncio.create_task(self.acker.run_forever(), name="calmq-acker")
         self._background = [
             asyncio.create_task(self.heartbeat.run_forever(self.stopping), name="calmq-beat"),
-            self._acking,
+            asyncio.create_task(self.acker.run_forever(), name="calmq-acker"),
             asyncio.create_task(self.maintenance.run_forever(self.stopping), name="calmq-maint"),
         ]
         self.keeper.start()
@@ -276,14 +275,7 @@ class Worker:
         if self._recording:
             await asyncio.wait(self._recording, timeout=10)
         with contextlib.suppress(CalmqError):
-            # Unless the acknowledger is gone (cancelled with the rest from outside): its
-            # jobs' leases are released below then, and the jobs run again.
-            flushed = asyncio.ensure_future(self.acker.flush())
-            await asyncio.wait({flushed, self._acking}, return_when=asyncio.FIRST_COMPLETED)
-            if flushed.done():
-                flushed.result()
-            else:
-                flushed.cancel()
+            await self.acker.flush()
         await self._release_held()
         await self.heartbeat.forget(self.id)
         self.keeper.stop()

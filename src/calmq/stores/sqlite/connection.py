@@ -108,7 +108,7 @@ class Connections:
             try:
                 return conn.execute(self._q["set_journal_mode_wal"]).fetchone()[0]
             except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                if _code(exc) not in (_BUSY, _LOCKED) or time.monotonic() >= deadline:
                     raise
             time.sleep(0.005)  # another process holds the lock for a moment: try again
 
