@@ -50,6 +50,7 @@
 -- @include lib/check_counter.lua
 -- @include lib/checked.lua
 -- @include lib/now_ms.lua
+-- @include lib/int_text.lua
 
 local tag, ready, scheduled, leases, dead = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local wake, seq_key, token_key, paused, lanes = KEYS[6], KEYS[7], KEYS[8], KEYS[9], KEYS[10]
@@ -78,6 +79,7 @@ local lane_count = checked('ZCARD', lanes, 'zset')
 
 local now = now_ms()
 local deadline = now + lease_ms
+local deadline_text = int_text(deadline)  -- every lease of this claim (see lib/int_text.lua)
 
 -- The earliest scheduled job: its run time is the reply's next_due_ms, and it says whether
 -- anything is due at all (usually not: no ZRANGEBYSCORE then).
@@ -181,12 +183,12 @@ local function deliver(id, ck)
   local token = token_next
   token_next = token + 1
   local attempt = (tonumber(f[5]) or 0) + 1
-  redis.call('HSET', jk, 'state', 'running', 'token', token, 'attempt', attempt)
-  lease_pairs[#lease_pairs + 1] = deadline
+  redis.call('HSET', jk, 'state', 'running', 'token', int_text(token), 'attempt', int_text(attempt))
+  lease_pairs[#lease_pairs + 1] = deadline_text
   lease_pairs[#lease_pairs + 1] = id
   if ck and ck ~= '' then
     write_leases()
-    redis.call('ZADD', tag .. ':conc:' .. ck, deadline, id)
+    redis.call('ZADD', tag .. ':conc:' .. ck, deadline_text, id)
   end
   -- Written at known places: `#out` searches the table on every use.
   local at = 3 + 10 * claimed

@@ -17,13 +17,16 @@
 
 -- @include lib/foreign_type.lua
 -- @include lib/now_ms.lua
+-- @include lib/int_text.lua
 
 local tag, leases, wake = KEYS[1], KEYS[2], KEYS[3]
 local ttl = tonumber(ARGV[1])
+local ttl_text = int_text(ttl)  -- once, not per job (see lib/int_text.lua)
 local bad = foreign_type({{leases, 'zset'}, {wake, 'list'}})
 if bad then return redis.error_reply(bad) end
 
 local now = now_ms()
+local now_text = int_text(now)
 local out = {}
 local freed = false
 -- Ids to take out of leases with one ZREM at the end (one call per job costs more),
@@ -57,8 +60,8 @@ for i = 2, #ARGV, 2 do
       -- An empty payload reads as none; overwriting it saves an HDEL for the common job
       -- that never failed (a retried one also drops its last error and traceback).
       if f[5] then redis.call('HDEL', jk, 'tb', 'error') end
-      redis.call('HSET', jk, 'state', 'succeeded', 'fin', now, 'token', '', 'payload', '')
-      redis.call('PEXPIRE', jk, ttl)
+      redis.call('HSET', jk, 'state', 'succeeded', 'fin', now_text, 'token', '', 'payload', '')
+      redis.call('PEXPIRE', jk, ttl_text)
     else
       redis.call('DEL', jk)
     end
@@ -69,8 +72,8 @@ for i = 2, #ARGV, 2 do
       done[done_count] = id
       let_go(id, f[3], f[4])
       redis.call('HDEL', jk, 'payload', 'tb')
-      redis.call('HSET', jk, 'state', 'cancelled', 'fin', now, 'token', '', 'error', 'cancelled')
-      if ttl > 0 then redis.call('PEXPIRE', jk, ttl) else redis.call('DEL', jk) end
+      redis.call('HSET', jk, 'state', 'cancelled', 'fin', now_text, 'token', '', 'error', 'cancelled')
+      if ttl > 0 then redis.call('PEXPIRE', jk, ttl_text) else redis.call('DEL', jk) end
     end
   end
 end

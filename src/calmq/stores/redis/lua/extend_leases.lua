@@ -13,12 +13,13 @@
 
 -- @include lib/foreign_type.lua
 -- @include lib/now_ms.lua
+-- @include lib/int_text.lua
 
 local tag, leases = KEYS[1], KEYS[2]
 local bad = foreign_type({{leases, 'zset'}})
 if bad then return redis.error_reply(bad) end
 
-local deadline = now_ms() + tonumber(ARGV[1])
+local deadline = int_text(now_ms() + tonumber(ARGV[1]))  -- one text for every lease
 local lost = {}
 for i = 2, #ARGV, 2 do
   local id = ARGV[i]
