@@ -44,6 +44,7 @@
 -- @include lib/check_counter.lua
 -- @include lib/checked.lua
 -- @include lib/now_ms.lua
+-- @include lib/int_text.lua
 
 local tag, ready, scheduled, wake, seq_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lanes, config, dead = KEYS[6], KEYS[7], KEYS[8]
@@ -107,10 +108,9 @@ local function run_time(f, now)
   return now
 end
 
--- A number as the text Redis stores for it. Redis formats each Lua number argument of a
--- call ('%.17g'); formatting once and reusing the text (now for every job, a job's seq for
--- its hash and its ready score) saves about a tenth of the bulk path's server time.
-local function num_text(n) return string.format('%.17g', n) end
+-- Numbers go to Redis as text (lib/int_text.lua), made once and reused: now for every job,
+-- a job's seq for its hash and its ready score (about a tenth of the bulk path's server
+-- time). Every number written here is an integer (seq, clock and run times in ms).
 
 -- The short reply for jobs that were all created, in these states (see Returns).
 local function short_reply(states)
@@ -122,7 +122,7 @@ local function short_reply(states)
 end
 
 -- Write the hash of a new job from its fields at ARGV[f] and its payload ARGV[p] (numbers
--- kept as the text that arrived) with the given seq (text); `now_s` is num_text(now).
+-- kept as the text that arrived) with the given seq (text); `now_s` is int_text(now).
 -- Returns its state: 'scheduled' when it runs later, else 'ready'. Fields at their defaults are left out and
 -- every reader applies the default: attempt 0, an empty token, the key's id, and for a job
 -- of priority 0 that runs now, its priority, run_at (= enq) and schema version (1). Each
@@ -136,7 +136,7 @@ local function store_job(jk, f, p, seq_s, now, now_s, run_at)
   else
     redis.call('HSET', jk, 'task', ARGV[f + 1], 'payload', ARGV[p], 'state', state,
       'max_attempts', ARGV[f + 4], 'seq', seq_s, 'enq', now_s, 'v', version,
-      'priority', priority, 'run_at', num_text(run_at))
+      'priority', priority, 'run_at', int_text(run_at))
   end
   return state
 end
@@ -207,7 +207,7 @@ local function enqueue_plain()
   local seq = 0
   if fresh > 0 then seq = checked('INCRBY', seq_key, 'string', fresh) - fresh end
   local now = now_ms()
-  local now_s = num_text(now)
+  local now_s = int_text(now)
   local made, ready_members, later_members, states, created, count = {}, {}, {}, {}, {}, 0
   for k, b in ipairs(starts) do
     local id = ARGV[b]
@@ -217,7 +217,7 @@ local function enqueue_plain()
       local run_at = now
       if later then run_at = run_time(f, now) end
       seq = seq + 1
-      local seq_s = num_text(seq)
+      local seq_s = int_text(seq)
       state = store_job(jks[k], f, p, seq_s, now, now_s, run_at)
       if state == 'ready' then
         local priority = ARGV[f + 3]
@@ -279,7 +279,7 @@ local function enqueue_one(j)
   local seq = checked('INCRBY', seq_key, 'string', 1)
   local now = now_ms()
   local run_at = run_time(2, now)
-  local state = store_job(jk, 2, 4, num_text(seq), now, num_text(now), run_at)
+  local state = store_job(jk, 2, 4, int_text(seq), now, int_text(now), run_at)
   if j then store_controls(jk, id, j) end
   if state == 'ready' then
     place(id, j and j.lane, -tonumber(ARGV[5]) * 1e12 + seq, seq)
@@ -329,7 +329,7 @@ for _, b in ipairs(starts) do
 end
 
 local now = now_ms()
-local now_s = num_text(now)
+local now_s = int_text(now)
 -- One INCRBY for the batch; a duplicate id inside the batch just leaves a gap in seq.
 local seq = 0
 if fresh > 0 then seq = redis.call('INCRBY', seq_key, fresh) - fresh end
@@ -443,7 +443,7 @@ for _, b in ipairs(starts) do
   if not result then
     seq = seq + 1
     local priority = tonumber(ARGV[f + 3])
-    local state = store_job(jk, f, p, num_text(seq), now, now_s, run_at)
+    local state = store_job(jk, f, p, int_text(seq), now, now_s, run_at)
     if j then
       store_controls(jk, id, j)
       if j.tk ~= '' then
